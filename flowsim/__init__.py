@@ -1,0 +1,1 @@
+"""flowsim: training dynamics of shallow transformers as numerical ODEs."""

@@ -1,0 +1,148 @@
+"""Discrete comparators: full-batch GD and minibatch SGD, as `lax.scan` loops over a `Problem`.
+
+Both record the same observer as the flow, at integer steps k on a save grid, i.e. at flow time
+t = k * lr. The scan runs over save segments and a `fori_loop` does the steps inside each segment,
+so there is no Python loop over steps and a run compiles once per shape. Divergence (a non-finite
+loss) is tracked in the carry and reported as the first bad step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from . import _progress
+from .flow import Observer
+from .problem import Problem
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteSolution:
+    """Output of [`gradient_descent`][] and [`sgd`][].
+
+    **Fields:** `steps` (S,) recorded step indices; `ts` = steps * lr; `obs` observables with leading
+    axis S (SGD: (seeds, S, ...)); `params` final parameters (SGD: leading seed axis);
+    `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed).
+    """
+
+    steps: np.ndarray
+    ts: np.ndarray
+    obs: dict[str, np.ndarray]
+    params: PyTree
+    diverged_step: np.ndarray
+
+    @property
+    def diverged(self) -> bool:
+        return bool(np.any(self.diverged_step >= 0))
+
+
+def _sgd_indices(key: Array, k: Array, n: int, batch_size: int) -> Array:
+    """Minibatch of step k: epoch k // nb shuffles the data, batch k % nb is a slice of that shuffle."""
+    nb = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, k // nb), n)
+    return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
+
+
+def _step(problem: Problem, lr: Array, params, bad, k, key, batch_size):
+    idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size)
+    loss, grad = problem.loss_and_grad(params, idx)
+    params = jax.tree.map(lambda p, g: p - lr * g, params, grad)
+    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), k, bad)
+    return params, bad
+
+
+@eqx.filter_jit
+def _run(problem, observer, lr, steps, keys, batch_size, bar):
+    """Shared scan over save segments. `keys is None`: full-batch GD; else SGD vmapped over keys."""
+    lengths = jnp.diff(steps)
+    batched = keys is not None
+
+    def advance(params, bad, k0, length, key):
+        def body(j, carry):
+            return _step(problem, lr, *carry, k0 + j, key, batch_size)
+
+        return jax.lax.fori_loop(0, length, body, (params, bad))
+
+    def observe(k, params):
+        return observer(k * lr, params, problem)
+
+    if batched:
+        advance = jax.vmap(advance, in_axes=(0, 0, None, None, 0))
+        observe = jax.vmap(observe, in_axes=(None, 0))
+        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0],) + x.shape), problem.params0)
+        bad0 = jnp.full(keys.shape[0], -1)
+    else:
+        params0, bad0 = problem.params0, jnp.asarray(-1)
+
+    def segment(carry, xs):
+        params, bad = carry
+        k0, length = xs
+        params, bad = advance(params, bad, k0, length, keys)
+        _progress.tick(bar, length)
+        return (params, bad), observe(k0 + length, params)
+
+    (params, bad), obs = jax.lax.scan(segment, (params0, bad0), (steps[:-1], lengths))
+    obs0 = observe(steps[0], params0)
+    axis = 1 if batched else 0
+    obs = jax.tree.map(lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis)
+                                                     if batched else b], axis=axis), obs0, obs)
+    return obs, params, bad
+
+
+def _spread(keys: Array) -> Array:
+    """Shard the seed axis over all local devices when it divides evenly (e.g. one per CPU core
+    with XLA_FLAGS=--xla_force_host_platform_device_count); the vmapped scan then runs in parallel."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or keys.shape[0] % len(devices):
+        return keys
+    mesh = jax.sharding.Mesh(np.array(devices), ("seed",))
+    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
+
+
+def _check_steps(steps: Array) -> np.ndarray:
+    steps = np.asarray(steps, dtype=np.int64)
+    if steps.ndim != 1 or steps.size < 2 or steps[0] != 0 or np.any(np.diff(steps) <= 0):
+        raise ValueError("steps must be a strictly increasing 1-D integer array starting at 0")
+    return steps
+
+
+def _finish(steps, lr, out) -> DiscreteSolution:
+    obs, params, bad = out
+    return DiscreteSolution(steps, steps * lr, jax.tree.map(np.asarray, obs), params, np.asarray(bad))
+
+
+def gradient_descent(problem: Problem, lr: float, steps: Array, observer: Observer, *,
+                     progress: bool = False) -> DiscreteSolution:
+    """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
+
+    **Arguments:** `lr` step size; `steps` increasing integer step indices starting at 0 (the last
+    is the number of steps run); `observer(t, params, problem)` as for the flow; `progress` shows
+    a tqdm bar.
+    """
+    steps = _check_steps(steps)
+    with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
+        out = _run(problem, observer, jnp.asarray(lr), jnp.asarray(steps), None, 0, jnp.asarray(bar))
+    return _finish(steps, lr, out)
+
+
+def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_size: int,
+        seeds: int | Array = 8, key: Array | None = None, progress: bool = False) -> DiscreteSolution:
+    """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
+
+    **Arguments:** as [`gradient_descent`][], plus `batch_size` (each epoch uses n // batch_size
+    batches of a fresh shuffle), `seeds` (count) and `key` (base PRNG key; default `PRNGKey(0)`).
+
+    **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
+    """
+    steps = _check_steps(steps)
+    if not 1 <= batch_size <= problem.n:
+        raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
+    keys = _spread(jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds))
+    with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
+        out = _run(problem, observer, jnp.asarray(lr), jnp.asarray(steps), keys, batch_size, jnp.asarray(bar))
+    return _finish(steps, lr, out)

@@ -1,0 +1,141 @@
+"""The paper's experiment, composed from the library: config -> data -> problem -> flow, GD, SGD.
+
+`setup` builds everything a run needs from a `Config` (or from a saved initial state);
+`run_experiment` integrates the gradient flow (with the Phase-1 event), runs GD and SGD from the same
+initial point on the same save grid, and measures the generalization loss on fresh samples.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from .config import Config
+from .discrete import DiscreteSolution, gradient_descent, sgd
+from .dynamics import GradientFlow
+from .flow import FlowSolution, integrate
+from .grid import save_steps
+from .model import CooccurrenceTransformer, init_transformer
+from .observables import CooccurrenceObserver
+from .problem import Problem, logistic_loss, make_problem
+from .tasks.cooccurrence import CooccurrenceData, make_dataset, sample_population
+
+
+def enable_precision(precision: str) -> jnp.dtype:
+    """Switch JAX to 64-bit when asked (flowsim's default) and return the float dtype to use."""
+    if precision == "float64":
+        jax.config.update("jax_enable_x64", True)
+        return jnp.float64
+    return jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a run starts from: `config`, training `data`, initial `model`, `problem`, `observer`."""
+
+    config: Config
+    data: CooccurrenceData
+    model: CooccurrenceTransformer
+    problem: Problem
+    observer: CooccurrenceObserver
+
+
+def _trainable(config: Config) -> CooccurrenceTransformer:
+    return CooccurrenceTransformer(True, True, True, True, config.train_a)  # type: ignore[arg-type]
+
+
+def setup(config: Config, model: CooccurrenceTransformer | None = None,
+          data: CooccurrenceData | None = None) -> Setup:
+    """Draw (or take) the initial model and the training set for `config` and wrap them in a Problem.
+
+    Data use numpy seed `config.seed`, weights `PRNGKey(config.seed)`; pass `model`/`data` to start
+    from a saved state instead (e.g. the reference `initial_state.npz`).
+    """
+    dtype = enable_precision(config.precision)
+    if data is None:
+        data = make_dataset(config.n, config.L, config.d, config.seed, config.distinct_tokens)
+    if model is None:
+        model = init_transformer(jax.random.PRNGKey(config.seed), config.d, config.m, config.m1,
+                                 init=config.init, scale=config.init_scale, L=config.L, dtype=dtype)
+    model = jax.tree.map(lambda x: jnp.asarray(x, dtype), model)
+    data = CooccurrenceData(data.tokens, jnp.asarray(data.y, dtype), data.kind)
+    problem = make_problem(model, data.tokens, data.y, logistic_loss, _trainable(config))
+    return Setup(config, data, model, problem, CooccurrenceObserver.at_init(problem, data.kind))
+
+
+def min_margin(t: Array, params: PyTree, problem: Problem) -> Array:
+    """Event condition for the end of Phase 1: min_i y_i F(X_i) (crosses 0 upwards)."""
+    return jnp.min(problem.targets * problem.outputs(params))
+
+
+@eqx.filter_jit
+def _population_loss(problem: Problem, params: PyTree, key: Array, num: int, L: int, d: int) -> Array:
+    fresh = sample_population(key, num, L, d)
+    out = jax.vmap(problem.model(params))(fresh.tokens)
+    return jnp.mean(logistic_loss(out, fresh.y.astype(out.dtype)))
+
+
+def generalization_loss(problem: Problem, params: PyTree, config: Config, key: Array) -> float:
+    """Mean logistic loss on `config.n_test` fresh samples from the data distribution."""
+    return float(_population_loss(problem, params, key, config.n_test, config.L, config.d))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentResult:
+    """Flow, GD and SGD solutions of one run, with timings (s) and generalization losses."""
+
+    setup: Setup
+    flow: FlowSolution
+    gd: DiscreteSolution
+    sgd: DiscreteSolution
+    gen_loss: dict[str, float]
+    timings: dict[str, float]
+
+
+def run_flow(s: Setup, *, progress: bool = False, **overrides) -> FlowSolution:
+    """Gradient flow of the setup's problem on the config's save grid, with the Phase-1 event."""
+    c = s.config
+    ts = save_steps(c.steps, c.n_save_log, c.n_save_lin) * c.lr
+    kw = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=min_margin)
+    kw.update(overrides)
+    return integrate(GradientFlow(), s.problem, ts, s.observer, progress=progress, **kw)
+
+
+def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | None = None) -> ExperimentResult:
+    """Run the flow, GD and SGD for `config` and return all three (nothing is written to disk).
+
+    The three runs are independent programs dispatched from two threads (XLA releases the GIL):
+    the flow (mostly compilation) and GD first, side by side on the two cores, then SGD, whose seed
+    axis is sharded over all local devices when there are several (see `flowsim.discrete.sgd`).
+    """
+    s = setup(config) if setup_ is None else setup_
+    c = s.config
+    steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        f_flow = pool.submit(timed, "flow", run_flow, s, progress=progress)
+        f_gd = pool.submit(timed, "gd", gradient_descent, s.problem, c.lr, steps, s.observer, progress=progress)
+        f_sgd = pool.submit(timed, "sgd", sgd, s.problem, c.lr, steps, s.observer, batch_size=c.batch_size,
+                            seeds=c.sgd_seeds, key=jax.random.PRNGKey(c.seed + 1), progress=progress)
+        flow, gd, sg = f_flow.result(), f_gd.result(), f_sgd.result()
+
+    key = jax.random.PRNGKey(c.seed + 2)
+    gen = {"flow": generalization_loss(s.problem, flow.params, c, key),
+           "gd": generalization_loss(s.problem, gd.params, c, key),
+           "sgd_mean": float(jnp.mean(eqx.filter_vmap(_population_loss, in_axes=(None, 0, None, None, None, None))(
+               s.problem, sg.params, key, c.n_test, c.L, c.d)))}
+    return ExperimentResult(s, flow, gd, sg, gen, timings)

@@ -1,0 +1,97 @@
+"""Tracked quantities of the co-occurrence transformer (spec sections 4-5), recorded along any run.
+
+An observer is any callable `(t, params, problem) -> dict[str, Array]`; the flow records it through
+`diffrax.SaveAt(fn=...)` and the discrete runs call the same function at the same times, so every
+comparison is between identical definitions.
+
+Names (all scalars unless noted): `loss`, `loss_type1..4`, `per_sample_loss` (n,), `margin` (n,),
+`min_margin`; `G1, G2, G3` = G(mu_k) = u^T W_V mu_k, `G_rand_max`, `G_rand_min` over random tokens;
+`N` = ||W^T a||^2; `score_ab` = mu_a^T W_K^T W_Q mu_b (key a, query b) for a, b in 1..3; `v_ab` =
+mu_a^T W_V^T W_V mu_b for a <= b; `p_q1_k2`, `p_q2_k1` (mean softmax weight from the query at one
+target to the key at the other, over type-1 samples), `p_k3` (mean weight on the mu_3 key),
+`attn_dev` = max |p - 1/L|, `attn_disp` = max |p(t) - p(0)|; `S1..S4` = sum of g_i over each type
+(g = 1/(1+e^margin)), `S2_over_S3`, `R` = (S2+S3+S4-S1)/(S1-S2), `g_ratio_type1..4` = max/min of
+g_i within a type.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PyTree
+
+from .problem import Problem
+from .tasks.cooccurrence import MU1, MU2, MU3, N_SPECIAL
+
+TYPES = (1, 2, 3, 4)
+SCORE_PAIRS = tuple((a, b) for a in (1, 2, 3) for b in (1, 2, 3))
+VALUE_PAIRS = ((1, 1), (1, 2), (1, 3), (2, 2), (2, 3), (3, 3))
+
+
+def _attention(model, tokens: Int[Array, "n L"]) -> Float[Array, "n L L"]:
+    return jax.vmap(model.attention)(tokens)
+
+
+class CooccurrenceObserver(eqx.Module):
+    """Computes every tracked quantity of the co-occurrence transformer.
+
+    **Fields:** `kind` (n,) sample types 1-4 of the training set; `p0` (n, L, L) attention weights at
+    t = 0 (for `attn_disp`). Build with [`CooccurrenceObserver.at_init`][].
+    """
+
+    kind: Int[Array, " n"]
+    p0: Float[Array, "n L L"]
+
+    @classmethod
+    def at_init(cls, problem: Problem, kind: Array) -> CooccurrenceObserver:
+        p0 = eqx.filter_jit(_attention)(problem.model(problem.params0), problem.inputs)
+        return cls(jnp.asarray(kind), p0)
+
+    def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
+        model = problem.model(params)
+        tokens, y = problem.inputs, problem.targets
+        margin = y * problem.outputs(params)
+        ell = jax.nn.softplus(-margin)
+        g = jax.nn.sigmoid(-margin)
+        onehot = (self.kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)  # (n, 4)
+        count = onehot.sum(0)
+        S = g @ onehot
+        obs: dict[str, Array] = {
+            "loss": jnp.mean(ell),
+            "per_sample_loss": ell,
+            "margin": margin,
+            "min_margin": jnp.min(margin),
+        }
+        for k in TYPES:
+            obs[f"loss_type{k}"] = (ell @ onehot[:, k - 1]) / count[k - 1]
+        Gv = model.G()
+        obs.update(G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]),
+                   G_rand_min=jnp.min(Gv[N_SPECIAL:]))
+        u = model.u()
+        obs["N"] = u @ u
+        sc = model.scores()
+        for a, b in SCORE_PAIRS:
+            obs[f"score_{a}{b}"] = sc[a - 1, b - 1]
+        V3 = model.W_V[:, :3]
+        vv = V3.T @ V3
+        for a, b in VALUE_PAIRS:
+            obs[f"v_{a}{b}"] = vv[a - 1, b - 1]
+        p = _attention(model, tokens)
+        L = tokens.shape[1]
+        is1, is2, is3 = (tokens == MU1), (tokens == MU2), (tokens == MU3)
+        both = (self.kind == 1).astype(p.dtype)
+        q1k2 = jnp.einsum("nlh,nl,nh->n", p, is1, is2)
+        q2k1 = jnp.einsum("nlh,nl,nh->n", p, is2, is1)
+        obs["p_q1_k2"] = (q1k2 @ both) / both.sum()
+        obs["p_q2_k1"] = (q2k1 @ both) / both.sum()
+        obs["p_k3"] = jnp.mean(jnp.einsum("nlh,nh->nl", p, is3))
+        obs["attn_dev"] = jnp.max(jnp.abs(p - 1.0 / L))
+        obs["attn_disp"] = jnp.max(jnp.abs(p - self.p0))
+        for k in TYPES:
+            obs[f"S{k}"] = S[k - 1]
+            gk = jnp.where(onehot[:, k - 1] > 0, g, jnp.nan)
+            obs[f"g_ratio_type{k}"] = jnp.nanmax(gk) / jnp.nanmin(gk)
+        obs["S2_over_S3"] = S[1] / S[2]
+        obs["R"] = (S[1] + S[2] + S[3] - S[0]) / (S[0] - S[1])
+        return obs

@@ -1,0 +1,95 @@
+"""A training problem: model + dataset + per-sample loss, with a trainable/frozen split.
+
+Every dynamics (continuous) and every discrete comparator consumes a `Problem` and integrates only
+its trainable parameter PyTree, so that GD, SGD and the gradient flow share one loss code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PyTree
+
+
+def logistic_loss(output: Float[Array, ""], target: Float[Array, ""]) -> Float[Array, ""]:
+    """l(y F) = log(1 + exp(-y F)), computed stably."""
+    return jax.nn.softplus(-target * output)
+
+
+class Problem(eqx.Module):
+    """Empirical risk (1/n) sum_i loss_fn(model(x_i), y_i) over a fixed dataset.
+
+    **Fields:** `params0`: the trainable part of the model at t = 0 (frozen leaves are `None`);
+    `frozen`: the complementary part; `inputs`: PyTree of arrays with leading axis n; `targets`:
+    (n,) array; `loss_fn(output, target) -> scalar`: the per-sample loss.
+    Build one with [`make_problem`][].
+    """
+
+    params0: PyTree
+    frozen: PyTree
+    inputs: PyTree
+    targets: Array
+    loss_fn: Callable[[Array, Array], Array] = eqx.field(static=True)
+
+    @property
+    def n(self) -> int:
+        return self.targets.shape[0]
+
+    def model(self, params: PyTree) -> Any:
+        """The full model with trainable leaves taken from `params`."""
+        return eqx.combine(params, self.frozen)
+
+    def _batch(self, idx: Int[Array, " b"] | None) -> tuple[PyTree, Array]:
+        if idx is None:
+            return self.inputs, self.targets
+        return jax.tree.map(lambda x: x[idx], self.inputs), self.targets[idx]
+
+    def outputs(self, params: PyTree, idx: Int[Array, " b"] | None = None) -> Array:
+        """Model outputs on the whole dataset, or on the samples `idx`."""
+        x, _ = self._batch(idx)
+        return jax.vmap(self.model(params))(x)
+
+    def per_sample_loss(self, params: PyTree, idx: Int[Array, " b"] | None = None) -> Float[Array, " b"]:
+        x, y = self._batch(idx)
+        return jax.vmap(self.loss_fn)(jax.vmap(self.model(params))(x), y)
+
+    def loss(self, params: PyTree, idx: Int[Array, " b"] | None = None) -> Float[Array, ""]:
+        """Mean loss over the dataset (or the minibatch `idx`)."""
+        return jnp.mean(self.per_sample_loss(params, idx))
+
+    def loss_and_grad(self, params: PyTree, idx: Int[Array, " b"] | None = None) -> tuple[Array, PyTree]:
+        return jax.value_and_grad(self.loss)(params, idx)
+
+
+def make_problem(
+    model: eqx.Module,
+    inputs: PyTree,
+    targets: Array,
+    loss_fn: Callable[[Array, Array], Array] = logistic_loss,
+    trainable: PyTree[bool] | Callable[[Any], bool] | None = None,
+) -> Problem:
+    """Build a `Problem`.
+
+    **Arguments:** `model`: an equinox Module mapping one input to a scalar output; `inputs`:
+    PyTree of arrays with leading axis n; `targets`: (n,) array; `loss_fn`: per-sample loss;
+    `trainable`: a filter (PyTree of bools or a predicate on leaves, as in `eqx.partition`) selecting
+    the trained leaves; default: every inexact array.
+
+    **Returns:** the `Problem`. Raises `TypeError`/`ValueError` on a model with no trainable array or
+    inputs whose leading axis disagrees with `targets`, before anything is compiled.
+    """
+    targets = jnp.asarray(targets)
+    if targets.ndim != 1:
+        raise ValueError(f"targets must have shape (n,), got {targets.shape}")
+    n = targets.shape[0]
+    for leaf in jax.tree.leaves(inputs):
+        if jnp.shape(leaf)[:1] != (n,):
+            raise ValueError(f"every input leaf needs leading axis n={n}, got shape {jnp.shape(leaf)}")
+    params, frozen = eqx.partition(model, eqx.is_inexact_array if trainable is None else trainable)
+    if not jax.tree.leaves(params):
+        raise TypeError("the model has no trainable floating-point array; is it a PyTree of arrays?")
+    return Problem(params, frozen, inputs, targets, loss_fn)
