@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import time
+import pathlib
 
 import equinox as eqx
 import jax
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from ._timing import timed_call
 from .config import Config
 from .discrete import DiscreteSolution, gradient_descent, sgd
 from .dynamics import GradientFlow
@@ -25,6 +26,8 @@ from .grid import save_steps
 from .model import CooccurrenceTransformer, init_transformer
 from .observables import CooccurrenceObserver
 from .problem import Problem, logistic_loss, make_problem
+from .results import package_versions, write_json, write_npz
+from .verdicts import evaluate
 from .tasks.cooccurrence import CooccurrenceData, make_dataset, sample_population
 
 
@@ -89,7 +92,8 @@ def generalization_loss(problem: Problem, params: PyTree, config: Config, key: A
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentResult:
-    """Flow, GD and SGD solutions of one run, with timings (s) and generalization losses."""
+    """Flow, GD and SGD solutions of one run, with timings (s; `<name>_compile` is the part spent
+    tracing and compiling) and generalization losses."""
 
     setup: Setup
     flow: FlowSolution
@@ -121,9 +125,7 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        timings[name] = time.perf_counter() - t0
+        out, timings[name], timings[f"{name}_compile"] = timed_call(fn, *args, **kwargs)
         return out
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -139,3 +141,42 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
            "sgd_mean": float(jnp.mean(eqx.filter_vmap(_population_loss, in_axes=(None, 0, None, None, None, None))(
                s.problem, sg.params, key, c.n_test, c.L, c.d)))}
     return ExperimentResult(s, flow, gd, sg, gen, timings)
+
+
+def _strip(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in obs.items()}
+
+
+def summarize(result: ExperimentResult) -> dict:
+    """summary.json content: verdicts, Phase-1 end, solver stats, divergence, timings, gen. loss."""
+    flow, gd, sg = result.flow, result.gd, result.sgd
+    t1 = None if np.isnan(flow.event_time) else flow.event_time
+    flow_obs = {"t": flow.ts, **flow.obs}
+    verdicts = evaluate(flow_obs, {"t": gd.ts, **gd.obs}, {"t": sg.ts, **sg.obs}, t1, flow.event_obs)
+    return {
+        "phase1_end_time": t1,
+        "at_phase1_end": {k: v for k, v in (flow.event_obs or {}).items() if np.ndim(v) == 0},
+        "verdicts": [v.to_dict() for v in verdicts],
+        "flow": {"result": flow.result, "t_reached": flow.t_reached, "num_steps": flow.num_steps},
+        "gd": {"diverged_step": int(gd.diverged_step)},
+        "sgd": {"diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)]},
+        "generalization_loss": result.gen_loss,
+        "timings_s": result.timings,
+    }
+
+
+def save_experiment(result: ExperimentResult, out: str | pathlib.Path) -> dict:
+    """Write a run folder (layout in `flowsim.results`) and return the summary dict."""
+    out = pathlib.Path(out)
+    s = result.setup
+    m = s.model
+    write_json(out / "config.json", {"config": s.config.to_dict(), "seed": s.config.seed,
+                                     "versions": package_versions()})
+    write_npz(out / "initial_state.npz", {"W_Q": m.W_Q, "W_K": m.W_K, "W_V": m.W_V, "W": m.W, "a": m.a,
+                                          "tokens": s.data.tokens, "y": s.data.y, "kind": s.data.kind})
+    write_npz(out / "flow.npz", {"t": result.flow.ts, **_strip(result.flow.obs)})
+    write_npz(out / "gd.npz", {"t": result.gd.ts, "step": result.gd.steps, **_strip(result.gd.obs)})
+    write_npz(out / "sgd.npz", {"t": result.sgd.ts, "step": result.sgd.steps, **_strip(result.sgd.obs)})
+    summary = summarize(result)
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,132 @@
+"""Command-line interface: a thin layer over the library.
+
+    flowsim run [--config FILE] [--out DIR] [--<field> VALUE ...]   run the paper's experiment
+    flowsim plot DIR                                                redraw a run's figures
+
+Every `Config` field is an option named after it (`--n`, `--L`, `--init-scale`, `--lr`, ...). Bad
+input exits with status 2 and a one-line message naming the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _prepare_environment() -> None:
+    """Before JAX starts: one XLA CPU device per core (SGD seeds are sharded over them) and a
+    persistent compilation cache, so that repeated runs skip XLA compilation."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+
+_prepare_environment()
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import pathlib  # noqa: E402
+import time  # noqa: E402
+
+from .config import Config, ConfigError  # noqa: E402
+
+
+def _enable_cache(enabled: bool) -> None:
+    if not enabled:
+        return
+    import jax
+
+    path = os.environ.get("FLOWSIM_CACHE_DIR", str(pathlib.Path.home() / ".cache" / "flowsim" / "xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _field_type(f: dataclasses.Field):
+    return type(f.default)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("config fields (override the config file; defaults = the paper's experiment)")
+    for f in dataclasses.fields(Config):
+        opt = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            g.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            g.add_argument(opt, dest=f.name, type=_field_type(f), default=None, metavar=f.name.upper(),
+                           help=f"(default {f.default})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowsim", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="gradient flow vs GD vs SGD on the co-occurrence task, with verdicts")
+    run.add_argument("--config", type=pathlib.Path, help="JSON or TOML file of config fields")
+    run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
+    run.add_argument("--no-plots", action="store_true", help="skip the figures")
+    run.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_options(run)
+    plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
+    plot.add_argument("run_dir", type=pathlib.Path)
+    return p
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    base = Config.from_file(args.config).to_dict() if args.config else {}
+    for f in dataclasses.fields(Config):
+        v = getattr(args, f.name)
+        if v is not None:
+            base[f.name] = v
+    return Config.from_dict(base)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    _enable_cache(not args.no_cache)
+    from . import experiment, plots, verdicts
+
+    out = args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    t0 = time.perf_counter()
+    print(f"flowsim run -> {out}  (T = {config.t_final:g}: flow [{config.solver}, rtol {config.rtol:g}], "
+          f"GD lr {config.lr:g} x {config.steps} steps, SGD batch {config.batch_size} x {config.sgd_seeds} seeds)")
+    result = experiment.run_experiment(config, progress=not args.quiet)
+    summary = experiment.save_experiment(result, out)
+    if not args.no_plots:
+        plots.plot_run(out)
+    vs = [verdicts.Verdict(**v) for v in summary["verdicts"]]
+    print(verdicts.format_table(vs))
+    if not result.flow.ok:
+        print(f"warning: flow stopped early with diffrax result '{result.flow.result}' at "
+              f"t = {result.flow.t_reached:.6g}; the partial trajectory is saved", file=sys.stderr)
+    for name, sol in (("GD", result.gd), ("SGD", result.sgd)):
+        if sol.diverged:
+            print(f"warning: {name} diverged (non-finite loss) at step(s) {sol.diverged_step.tolist()}",
+                  file=sys.stderr)
+    t = summary["timings_s"]
+    parts = ", ".join(f"{k} {t[k]:.1f} s (compile {t[k + '_compile']:.1f} s)" for k in ("flow", "gd", "sgd"))
+    print(f"wall time {time.perf_counter() - t0:.1f} s: {parts}; results in {out}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from . import plots
+
+    for path in plots.plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"run": _cmd_run, "plot": _cmd_plot}[args.command](args)
+    except ConfigError as e:
+        parser.exit(2, f"flowsim: error: {e}\n")
+    except FileNotFoundError as e:
+        parser.exit(2, f"flowsim: error: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

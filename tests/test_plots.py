@@ -1,0 +1,100 @@
+"""`flowsim.plots` on small synthetic run folders: every figure is written as a valid PNG, including
+runs that stopped early (non-finite values), lack files or observables, or have no Phase-1 time."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from flowsim import plots
+from flowsim.plots import FILENAMES, plot_run
+from flowsim.results import load_run, write_json, write_npz
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+N_SAMPLES, SEEDS = 12, 3
+
+
+def _observables(t: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Plausibly shaped trajectories of the tracked quantities on save times `t` (S,)."""
+    lt = np.log1p(scale * t)
+    ramp = lambda c: 1.0 - np.exp(-scale * t / c)  # noqa: E731
+    obs = {f"loss_type{k}": np.log(2) / (1.0 + scale * 0.05 * k * t) for k in range(1, 5)}
+    obs["loss"] = np.mean([obs[f"loss_type{k}"] for k in range(1, 5)], axis=0)
+    obs["per_sample_loss"] = obs["loss"][:, None] * (1 + 0.1 * rng.standard_normal((t.size, N_SAMPLES)))
+    obs["margin"] = lt[:, None] + 0.1 * rng.standard_normal((t.size, N_SAMPLES))
+    obs["min_margin"] = obs["margin"].min(1)
+    obs.update(G1=0.8 * lt, G2=0.7 * lt, G3=-0.5 * lt, G_rand_max=0.01 * lt, G_rand_min=-0.01 * lt)
+    obs["N"] = 1.0 + lt
+    for a in (1, 2, 3):
+        for b in (1, 2, 3):
+            obs[f"score_{a}{b}"] = 0.01 * rng.standard_normal() * lt
+    obs.update(score_12=0.6 * lt, score_21=0.5 * lt, score_31=-0.4 * ramp(20), score_32=-0.3 * ramp(30))
+    obs["attn_disp"] = 0.4 * ramp(50)
+    obs["attn_dev"] = 0.05 + obs["attn_disp"]
+    s = {k: np.exp(-0.01 * k * t) * (5 - k) for k in range(1, 5)}
+    obs.update({f"S{k}": s[k] for k in s}, S2_over_S3=s[2] / s[3],
+               R=(s[2] + s[3] + s[4] - s[1]) / (s[1] - s[2]))
+    obs.update({f"g_ratio_type{k}": 1.0 + 0.1 * k * np.sqrt(t) for k in range(1, 5)})
+    return obs
+
+
+def _write_run(path: pathlib.Path, *, failed: bool, with_sgd: bool, t1: float | None) -> pathlib.Path:
+    """A run folder with flow/GD (and optionally SEEDS-seed SGD) trajectories on a log+linear grid."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate([[0.0], np.logspace(-2, 2, 30), np.linspace(110, 300, 10)])
+    flow = _observables(t, rng)
+    if failed:  # the flow stopped early: trailing NaN / inf, one observable never finite
+        for v in flow.values():
+            v[-8:] = np.nan
+        flow["loss"][-9] = np.inf
+        flow["R"][:] = np.nan
+    gd = _observables(t, rng, scale=1.05)
+    if not with_sgd:
+        del gd["score_31"], gd["g_ratio_type4"]  # missing observables are skipped
+    write_json(path / "config.json", {"seed": 0, "T": 300.0, "lr": 0.1})
+    write_npz(path / "flow.npz", {"t": t, **flow})
+    write_npz(path / "gd.npz", {"t": t, **gd})
+    if with_sgd:
+        seeds = [_observables(t, rng, scale=s) for s in np.linspace(0.8, 1.25, SEEDS)]
+        write_npz(path / "sgd.npz", {"t": t, **{k: np.stack([o[k] for o in seeds]) for k in seeds[0]}})
+    write_json(path / "summary.json", {"phase1_end_time": t1, "gd": {"ok": True}})
+    return path
+
+
+def _assert_pngs(paths: list[pathlib.Path], out_dir: pathlib.Path) -> None:
+    assert [p.name for p in paths] == list(FILENAMES)
+    for p in paths:
+        assert p.parent == out_dir and p.is_file() and p.stat().st_size > 2000, p
+        assert p.read_bytes()[:8] == PNG_SIGNATURE, p
+    assert plt.get_fignums() == []  # every figure was closed
+
+
+@pytest.fixture(autouse=True)
+def _low_dpi(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(plots, "DPI", 60)  # same figures, cheaper rasterization
+
+
+def test_failed_run_with_sgd(tmp_path: pathlib.Path):
+    """Non-finite tail on the flow, 3-seed SGD, T1 known; images go into the run folder."""
+    run_dir = _write_run(tmp_path / "run", failed=True, with_sgd=True, t1=2.5)
+    _assert_pngs(plot_run(run_dir), run_dir)
+
+
+def test_missing_sgd_and_phase1_time(tmp_path: pathlib.Path):
+    """No sgd.npz, GD lacking some observables, T1 None; a loaded RunData drawn into out_dir."""
+    run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=False, t1=None)
+    run = load_run(run_dir)
+    assert run.sgd == {} and run.summary["phase1_end_time"] is None
+    out = tmp_path / "figures" / "nested"
+    _assert_pngs(plot_run(run, out_dir=out), out)
+    assert not list(run_dir.glob("*.png"))
+
+
+def test_bare_run_folder(tmp_path: pathlib.Path):
+    """A folder with only config.json (no npz, no summary) still gives an image, with empty panels."""
+    write_json(tmp_path / "config.json", {"seed": 1})
+    png = plots.plot_attention_scores(load_run(tmp_path), tmp_path / "scores.png")
+    assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
