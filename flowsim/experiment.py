@@ -106,7 +106,8 @@ class ExperimentResult:
 def run_flow(s: Setup, *, progress: bool = False, **overrides) -> FlowSolution:
     """Gradient flow of the setup's problem on the config's save grid, with the Phase-1 event."""
     c = s.config
-    ts = save_steps(c.steps, c.n_save_log, c.n_save_lin) * c.lr
+    dtype = jax.tree.leaves(s.problem.params0)[0].dtype
+    ts = jnp.asarray(save_steps(c.steps, c.n_save_log, c.n_save_lin) * c.lr, dtype)
     kw = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=min_margin)
     kw.update(overrides)
     return integrate(GradientFlow(), s.problem, ts, s.observer, progress=progress, **kw)
@@ -128,18 +129,30 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
         out, timings[name], timings[f"{name}_compile"] = timed_call(fn, *args, **kwargs)
         return out
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        f_flow = pool.submit(timed, "flow", run_flow, s, progress=progress)
-        f_gd = pool.submit(timed, "gd", gradient_descent, s.problem, c.lr, steps, s.observer, progress=progress)
-        f_sgd = pool.submit(timed, "sgd", sgd, s.problem, c.lr, steps, s.observer, batch_size=c.batch_size,
-                            seeds=c.sgd_seeds, key=jax.random.PRNGKey(c.seed + 1), progress=progress)
-        flow, gd, sg = f_flow.result(), f_gd.result(), f_sgd.result()
-
     key = jax.random.PRNGKey(c.seed + 2)
-    gen = {"flow": generalization_loss(s.problem, flow.params, c, key),
-           "gd": generalization_loss(s.problem, gd.params, c, key),
-           "sgd_mean": float(jnp.mean(eqx.filter_vmap(_population_loss, in_axes=(None, 0, None, None, None, None))(
-               s.problem, sg.params, key, c.n_test, c.L, c.d)))}
+    gen: dict[str, float] = {}
+
+    def flow_job():
+        flow = timed("flow", run_flow, s, progress=progress)
+        gen["flow"] = generalization_loss(s.problem, flow.params, c, key)
+        return flow
+
+    def gd_job():
+        gd = timed("gd", gradient_descent, s.problem, c.lr, steps, s.observer, progress=progress)
+        gen["gd"] = generalization_loss(s.problem, gd.params, c, key)
+        return gd
+
+    def sgd_job():
+        sg = timed("sgd", sgd, s.problem, c.lr, steps, s.observer, batch_size=c.batch_size,
+                   seeds=c.sgd_seeds, key=jax.random.PRNGKey(c.seed + 1), progress=progress)
+        per_seed = eqx.filter_vmap(_population_loss, in_axes=(None, 0, None, None, None, None))(
+            s.problem, sg.params, key, c.n_test, c.L, c.d)
+        gen["sgd_mean"] = float(jnp.mean(per_seed))
+        return sg
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(job) for job in (flow_job, gd_job, sgd_job)]
+        flow, gd, sg = (f.result() for f in futures)
     return ExperimentResult(s, flow, gd, sg, gen, timings)
 
 

@@ -114,9 +114,11 @@ def _piece(dynamics, problem, observer, event, solver, t0, t1, y0, ts, active, r
     ev = None
     if event is not None:
         def cond(t, y, args, **kwargs):
-            return jnp.where(active, event(t, y, args), 1.0)
+            # Cast to JAX's default float: diffrax compares it with a Python 0.0 inside a cond.
+            return jnp.where(active, event(t, y, args), 1.0).astype(jnp.asarray(0.0).dtype)
 
-        ev = diffrax.Event(cond, root_finder=optx.Newton(rtol=1e-12, atol=1e-12), direction=True)
+        tol = 1e-12 if ts.dtype == jnp.float64 else 1e-5  # root-finding tolerance on the event time
+        ev = diffrax.Event(cond, root_finder=optx.Newton(rtol=tol, atol=tol), direction=True)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(dynamics.vector_field), solver, t0, t1, dt0, y0, args=problem, saveat=saveat,
         stepsize_controller=_controller(solver, rtol, atol, dt0), max_steps=max_steps, throw=False,
