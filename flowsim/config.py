@@ -85,6 +85,8 @@ class Config:
         _require(self.n % 6 == 0, "n", "a positive multiple of 6 (type counts n/2, n/6, n/6, n/6)", self.n)
         _require(self.L >= 3, "L", "an integer >= 3 (mu_1, mu_2 and mu_3 must fit in one sequence)", self.L)
         _require(self.d >= 4, "d", "an integer >= 4 (3 special tokens plus at least one random token)", self.d)
+        _require(isinstance(self.train_a, bool), "train_a", "true or false", self.train_a)
+        _require(isinstance(self.distinct_tokens, bool), "distinct_tokens", "true or false", self.distinct_tokens)
         if self.distinct_tokens:
             need = n_random_slots(self.n, self.L) + 3
             _require(
@@ -112,8 +114,6 @@ class Config:
         for name in ("n_save_log", "n_save_lin", "n_test"):
             v = getattr(self, name)
             _require(isinstance(v, int) and not isinstance(v, bool) and v >= 2, name, "an integer >= 2", v)
-        _require(isinstance(self.train_a, bool), "train_a", "true or false", self.train_a)
-        _require(isinstance(self.distinct_tokens, bool), "distinct_tokens", "true or false", self.distinct_tokens)
 
     @property
     def t_final(self) -> float:
@@ -129,6 +129,8 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build from a mapping; unknown keys raise `ConfigError` listing the known fields."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a table of field = value pairs, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

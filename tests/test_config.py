@@ -272,14 +272,14 @@ def test_from_file_invalid_value(tmp_path, suffix):
         Config.from_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a JSON file whose top level is not an object (list/null/number) "
-    "raises TypeError from Config.from_dict instead of ConfigError",
-)
 @pytest.mark.parametrize("text", ["[]", "null", "42"])
 def test_from_file_json_top_level_not_object(tmp_path, text):
     path = tmp_path / "cfg.json"
     path.write_text(text)
     with pytest.raises(ConfigError):
         Config.from_file(path)
+
+
+def test_bad_bool_is_named_before_vocabulary_check():
+    with pytest.raises(ConfigError, match="invalid distinct_tokens="):
+        Config(distinct_tokens="yes")

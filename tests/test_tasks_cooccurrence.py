@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -245,3 +244,11 @@ def test_sample_population_property(num, L, d, seed):
     data = _jit_sample(jax.random.PRNGKey(seed), num=num, L=L, d=d)
     assert data.tokens.shape == (num, L)
     check_invariants(data, L, d)
+
+
+@pytest.mark.parametrize("L, d", [(2, 10), (5, 3)])
+def test_generators_reject_shapes_outside_the_task(L, d):
+    with pytest.raises(ValueError, match="L must be|d must be"):
+        make_dataset(6, L, d, seed=0)
+    with pytest.raises(ValueError, match="L must be|d must be"):
+        sample_population(jax.random.PRNGKey(0), 8, L, d)

@@ -38,6 +38,13 @@ class CooccurrenceData(eqx.Module):
         return self.tokens.shape[1]
 
 
+def _check_shape(L: int, d: int) -> None:
+    if L < 3:
+        raise ValueError(f"L must be >= 3 (mu_1, mu_2 and mu_3 must fit in one sequence), got {L}")
+    if d < N_SPECIAL + 1:
+        raise ValueError(f"d must be >= {N_SPECIAL + 1} (3 special tokens + 1 random token), got {d}")
+
+
 def _specials_for(kind: np.ndarray) -> list[list[int]]:
     table = {1: [MU3, MU1, MU2], 2: [MU3, MU1], 3: [MU3, MU2], 4: [MU3]}
     return [table[int(k)] for k in kind]
@@ -75,6 +82,7 @@ def make_dataset(n: int, L: int, d: int, seed: int, distinct_tokens: bool = Fals
     """
     if n % 6 or n <= 0:
         raise ValueError(f"n must be a positive multiple of 6, got {n}")
+    _check_shape(L, d)
     rng = np.random.default_rng(seed)
     kind = np.repeat(np.array([1, 2, 3, 4]), [n // 2, n // 6, n // 6, n // 6])
     tokens = _fill(kind, L, d, rng, distinct_tokens)
@@ -87,6 +95,7 @@ def sample_population(key: jax.Array, num: int, L: int, d: int) -> CooccurrenceD
 
     Random tokens are drawn uniformly with replacement. Runs under jit (no Python loop over samples).
     """
+    _check_shape(L, d)
     k_kind, k_perm, k_rand = jax.random.split(key, 3)
     kind = jax.random.choice(k_kind, jnp.array([1, 2, 3, 4]), (num,), p=jnp.array([0.5, 1 / 6, 1 / 6, 1 / 6]))
     # Position order per sample: the first three positions of the permutation host mu_3, mu_1, mu_2.
