@@ -2,6 +2,8 @@
 
     flowsim run [--config FILE] [--out DIR] [--<field> VALUE ...]   run the paper's experiment
     flowsim plot DIR                                                redraw a run's figures
+    flowsim sweep SPEC [--out DIR] [--workers N] [--dask] [--new]   resumable parameter sweep
+    flowsim phase-diagram RESULTS --x FIELD [--y FIELD] --measure NAME [--out PNG]
 
 Every `Config` field is an option named after it (`--n`, `--L`, `--init-scale`, `--lr`, ...). Bad
 input exits with status 2 and a one-line message naming the field and its allowed range.
@@ -69,7 +71,26 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_options(run)
     plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
     plot.add_argument("run_dir", type=pathlib.Path)
+    _add_sweep_parsers(sub)
     return p
+
+
+def _add_sweep_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.sweep)")
+    sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
+    sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
+    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    sw.add_argument("--dask", action="store_true", help="run on Dask distributed (LocalCluster unless --scheduler)")
+    sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
+    sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")
+    sw.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    pd = sub.add_parser("phase-diagram", help="heatmap / line plot of a sweep measure")
+    pd.add_argument("results", type=pathlib.Path)
+    pd.add_argument("--x", required=True)
+    pd.add_argument("--y")
+    pd.add_argument("--measure", required=True)
+    pd.add_argument("--out", type=pathlib.Path, help="PNG path (default in the results folder)")
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -117,11 +138,34 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    spec = sweep.SweepSpec.from_file(args.spec)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"invalid workers={args.workers}: workers must be a positive integer")
+    _enable_cache(not args.no_cache)
+    out = args.out or pathlib.Path("sweeps") / (spec.name or args.spec.stem)
+    r = sweep.run_sweep(spec, out, workers=args.workers, new=args.new, use_dask=args.dask or bool(args.scheduler),
+                        scheduler=args.scheduler, progress=not args.quiet)
+    print(f"{r.total} points in {r.folder}: {r.skipped} already done, {r.done} run now ({r.failed} failed) "
+          f"in {r.wall_s:.1f} s")
+    return 0
+
+
+def _cmd_phase_diagram(args: argparse.Namespace) -> int:
+    from . import phase_diagram
+
+    print(phase_diagram.plot_phase_diagram(args.results, args.x, args.y, measure=args.measure, out=args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return {"run": _cmd_run, "plot": _cmd_plot}[args.command](args)
+        return {"run": _cmd_run, "plot": _cmd_plot, "sweep": _cmd_sweep,
+                "phase-diagram": _cmd_phase_diagram}[args.command](args)
     except ConfigError as e:
         parser.exit(2, f"flowsim: error: {e}\n")
     except FileNotFoundError as e:

@@ -41,57 +41,93 @@ class DiscreteSolution:
         return bool(np.any(self.diverged_step >= 0))
 
 
-def _sgd_indices(key: Array, k: Array, n: int, batch_size: int) -> Array:
-    """Minibatch of step k: epoch k // nb shuffles the data, batch k % nb is a slice of that shuffle."""
+SAMPLINGS = ("shuffle", "iid")
+
+
+def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = "shuffle") -> Array:
+    """Minibatch of step k. "shuffle": epoch k // nb shuffles the data and batch k % nb is a slice of
+    that shuffle (each sample once per epoch). "iid": B distinct samples drawn afresh at every step,
+    independently across steps (the sampling the SGD modified equation models)."""
+    if sampling == "iid":
+        return jax.random.choice(jax.random.fold_in(key, k), n, (batch_size,), replace=False)
     nb = n // batch_size
     perm = jax.random.permutation(jax.random.fold_in(key, k // nb), n)
     return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
 
 
-def _step(problem: Problem, lr: Array, params, bad, k, key, batch_size):
-    idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size)
+class _Update(eqx.Module):
+    """theta <- theta + v, v <- momentum v - lr (grad + weight_decay theta); plain GD when both are None.
+
+    lr, momentum and weight decay are traced arrays (a sweep over them never recompiles); None
+    removes the term from the program (and the velocity from the carry).
+    """
+
+    lr: Array
+    momentum: Array | None
+    weight_decay: Array | None
+
+    def init(self, params: PyTree) -> PyTree | None:
+        return None if self.momentum is None else jax.tree.map(jnp.zeros_like, params)
+
+    def __call__(self, params: PyTree, vel: PyTree | None, grad: PyTree) -> tuple[PyTree, PyTree | None]:
+        if self.weight_decay is not None:
+            grad = jax.tree.map(lambda g, p: g + self.weight_decay * p, grad, params)
+        if self.momentum is None:
+            return jax.tree.map(lambda p, g: p - self.lr * g, params, grad), None
+        vel = jax.tree.map(lambda v, g: self.momentum * v - self.lr * g, vel, grad)
+        return jax.tree.map(jnp.add, params, vel), vel
+
+
+def _step(problem: Problem, update: _Update, params, vel, bad, k, key, batch_size, sampling):
+    idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size, sampling)
     loss, grad = problem.loss_and_grad(params, idx)
-    params = jax.tree.map(lambda p, g: p - lr * g, params, grad)
+    params, vel = update(params, vel, grad)
     bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), k, bad)
-    return params, bad
+    return params, vel, bad
 
 
 @eqx.filter_jit
-def _run(problem, observer, lr, steps, keys, batch_size, bar):
+def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuffle"):
     """Shared scan over save segments. `keys is None`: full-batch GD; else SGD vmapped over keys."""
     lengths = jnp.diff(steps)
     batched = keys is not None
 
-    def advance(params, bad, k0, length, key):
+    def advance(params, vel, bad, k0, length, key):
         def body(j, carry):
-            return _step(problem, lr, *carry, k0 + j, key, batch_size)
+            return _step(problem, update, *carry, k0 + j, key, batch_size, sampling)
 
-        return jax.lax.fori_loop(0, length, body, (params, bad))
+        return jax.lax.fori_loop(0, length, body, (params, vel, bad))
 
     def observe(k, params):
-        return observer(k * lr, params, problem)
+        return observer(k * update.lr, params, problem)
 
+    params0 = problem.params0
     if batched:
-        advance = jax.vmap(advance, in_axes=(0, 0, None, None, 0))
+        advance = jax.vmap(advance, in_axes=(0, 0, 0, None, None, 0))
         observe = jax.vmap(observe, in_axes=(None, 0))
-        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0],) + x.shape), problem.params0)
+        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0],) + x.shape), params0)
         bad0 = jnp.full(keys.shape[0], -1)
     else:
-        params0, bad0 = problem.params0, jnp.asarray(-1)
+        bad0 = jnp.asarray(-1)
+    vel0 = update.init(params0)
 
     def segment(carry, xs):
-        params, bad = carry
         k0, length = xs
-        params, bad = advance(params, bad, k0, length, keys)
+        carry = advance(*carry, k0, length, keys)
         _progress.tick(bar, length)
-        return (params, bad), observe(k0 + length, params)
+        return carry, observe(k0 + length, carry[0])
 
-    (params, bad), obs = jax.lax.scan(segment, (params0, bad0), (steps[:-1], lengths))
+    (params, _, bad), obs = jax.lax.scan(segment, (params0, vel0, bad0), (steps[:-1], lengths))
     obs0 = observe(steps[0], params0)
     axis = 1 if batched else 0
     obs = jax.tree.map(lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis)
                                                      if batched else b], axis=axis), obs0, obs)
     return obs, params, bad
+
+
+def _update(lr: float, momentum: float, weight_decay: float) -> _Update:
+    opt = lambda x: None if x == 0 else jnp.asarray(x)  # noqa: E731
+    return _Update(jnp.asarray(lr), opt(momentum), opt(weight_decay))
 
 
 def _spread(keys: Array) -> Array:
@@ -117,32 +153,41 @@ def _finish(steps, lr, out) -> DiscreteSolution:
 
 
 def gradient_descent(problem: Problem, lr: float, steps: Array, observer: Observer, *,
+                     momentum: float = 0.0, weight_decay: float = 0.0,
                      progress: bool = False) -> DiscreteSolution:
     """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
 
     **Arguments:** `lr` step size; `steps` increasing integer step indices starting at 0 (the last
-    is the number of steps run); `observer(t, params, problem)` as for the flow; `progress` shows
-    a tqdm bar.
+    is the number of steps run); `observer(t, params, problem)` as for the flow; `momentum` β:
+    heavy ball v <- βv - lr g, theta <- theta + v (v starts at 0); `weight_decay` λ: g = ∇L + λθ;
+    `progress` shows a tqdm bar.
     """
     steps = _check_steps(steps)
     with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
-        out = _run(problem, observer, jnp.asarray(lr), jnp.asarray(steps), None, 0, jnp.asarray(bar))
+        out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), None, 0,
+                   jnp.asarray(bar))
     return _finish(steps, lr, out)
 
 
 def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_size: int,
-        seeds: int | Array = 8, key: Array | None = None, progress: bool = False) -> DiscreteSolution:
+        seeds: int = 8, key: Array | None = None, momentum: float = 0.0, weight_decay: float = 0.0,
+        sampling: str = "shuffle", progress: bool = False) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
-    **Arguments:** as [`gradient_descent`][], plus `batch_size` (each epoch uses n // batch_size
-    batches of a fresh shuffle), `seeds` (count) and `key` (base PRNG key; default `PRNGKey(0)`).
+    **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`), plus
+    `batch_size`, `sampling` ("shuffle": each epoch uses n // batch_size batches of a fresh shuffle;
+    "iid": an independent batch of distinct samples at every step), `seeds` (count) and `key` (base
+    PRNG key; default `PRNGKey(0)`).
 
     **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
     """
     steps = _check_steps(steps)
     if not 1 <= batch_size <= problem.n:
         raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     keys = _spread(jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds))
     with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
-        out = _run(problem, observer, jnp.asarray(lr), jnp.asarray(steps), keys, batch_size, jnp.asarray(bar))
+        out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), keys, batch_size,
+                   jnp.asarray(bar), sampling)
     return _finish(steps, lr, out)

@@ -92,4 +92,12 @@ def make_problem(
     params, frozen = eqx.partition(model, eqx.is_inexact_array if trainable is None else trainable)
     if not jax.tree.leaves(params):
         raise TypeError("the model has no trainable floating-point array; is it a PyTree of arrays?")
-    return Problem(params, frozen, inputs, targets, loss_fn)
+    problem = Problem(params, frozen, inputs, targets, loss_fn)
+    try:
+        out = eqx.filter_eval_shape(problem.per_sample_loss, params)
+    except Exception as e:
+        raise TypeError(f"evaluating loss_fn(model(x_i), y_i) over the dataset failed: {e}") from e
+    if out.shape != (n,):
+        raise TypeError(f"loss_fn(model(x_i), y_i) must return a scalar per sample (per-sample losses of shape "
+                        f"({n},)), got shape {out.shape[1:]} per sample")
+    return problem

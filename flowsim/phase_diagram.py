@@ -1,0 +1,165 @@
+"""Read a sweep's results folder as a tidy table and draw its phase diagrams.
+
+`load_sweep(folder)` gives one row per point and seed (axis values, `seed`, `status`, `reason`,
+one column per measure); `as_frame=True` returns a pandas DataFrame when pandas is importable.
+`plot_phase_diagram` draws a heatmap of the seed-mean of a measure over two axes (x markers on cells
+with a failed seed, the contour where a boolean verdict flips), or, without `y`, a line with a band
+over seeds. Axes of the sweep that are neither x nor y become one panel per value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError
+
+
+def _spec(folder: pathlib.Path) -> dict[str, Any]:
+    f = folder / "spec.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a flowsim sweep folder (no spec.json)")
+    return json.loads(f.read_text())["spec"]
+
+
+def load_sweep(folder: str | os.PathLike, *, as_frame: bool = False) -> Any:
+    """Rows {axis: value, ..., "seed", "status", "reason", measure: value, ...} of every finished
+    point, in the spec's point order; a pandas DataFrame if `as_frame` (needs pandas)."""
+    folder = pathlib.Path(folder)
+    spec = _spec(folder)
+    rows = []
+    for f in sorted((folder / "points").glob("*.json")):
+        rec = json.loads(f.read_text())
+        rows.append({**rec["axes"], "seed": rec["seed"], "status": rec["status"], "reason": rec.get("reason"),
+                     **{m: rec["measures"].get(m) for m in spec["measures"]}})
+    order = {tuple(v): i for i, v in enumerate(itertools.product(*spec["axes"].values(), spec["seeds"]))}
+    rows.sort(key=lambda r: order.get(tuple(r[a] for a in [*spec["axes"], "seed"]), len(order)))
+    if as_frame:
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("as_frame=True needs pandas (pip install pandas); the rows are plain dicts") from e
+        return pd.DataFrame(rows)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> pathlib.Path:
+    """Write the tidy table as CSV (atomically, like every flowsim result)."""
+    import csv
+    import io
+
+    from .results import _atomic_write
+
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols)
+    w.writeheader()
+    w.writerows(rows)
+    path = pathlib.Path(path)
+    _atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    return path
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return np.nan
+    if isinstance(v, str):  # "inf" / "-inf" as written by write_json
+        return float(v)
+    return float(v)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _aggregate(rows, x, y, measure, xs, ys):
+    """Seed-mean (nanmean) grid, any-failed grid, and a flag telling whether the measure is boolean."""
+    shape = (len(ys), len(xs))
+    vals = [[[] for _ in xs] for _ in ys]
+    failed = np.zeros(shape, bool)
+    boolean = all(isinstance(r[measure], bool) or r[measure] is None for r in rows)
+    for r in rows:
+        i, j = (ys.index(r[y]) if y else 0), xs.index(r[x])
+        vals[i][j].append(_num(r[measure]))
+        failed[i, j] |= r["status"] != "ok"
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.array([[np.nanmean(v) if v else np.nan for v in row] for row in vals])
+            lo = np.array([[np.nanmin(v) if v else np.nan for v in row] for row in vals])
+            hi = np.array([[np.nanmax(v) if v else np.nan for v in row] for row in vals])
+    return mean, lo, hi, failed, boolean
+
+
+def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str,
+                       out: str | os.PathLike | None = None) -> pathlib.Path:
+    """Draw `measure` over axes `x` (and `y`) of a sweep; returns the PNG path (default
+    `<folder>/<measure>_<x>[_<y>].png`). Unknown axes or measures raise `ConfigError`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = pathlib.Path(folder)
+    spec = _spec(folder)
+    axes = spec["axes"]
+    for name, what in ((x, "x"), (y, "y")):
+        if name is not None and name not in axes:
+            raise ConfigError(f"--{what} {name!r} is not an axis of this sweep; axes: {list(axes)}")
+    if measure not in spec["measures"]:
+        raise ConfigError(f"--measure {measure!r} was not recorded; measures: {spec['measures']}")
+    rows = load_sweep(folder)
+    if not rows:
+        raise ConfigError(f"{str(folder)!r} has no finished points yet")
+    others = [a for a in axes if a not in (x, y) and len(axes[a]) > 1]
+    panels = list(itertools.product(*(axes[a] for a in others))) or [()]
+    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    xs, ys = list(axes[x]), (list(axes[y]) if y else [None])
+    try:
+        for ax, panel in zip(axs[0], panels):
+            sel = [r for r in rows if all(r[a] == v for a, v in zip(others, panel))]
+            title = ", ".join(f"{a}={_fmt(v)}" for a, v in zip(others, panel))
+            if not sel:
+                ax.set_title(f"{title} (no points yet)")
+                continue
+            mean, lo, hi, failed, boolean = _aggregate(sel, x, y, measure, xs, ys)
+            label = f"{measure} ({'fraction true' if boolean else 'mean'} over seeds)"
+            if y:
+                im = ax.imshow(mean, origin="lower", aspect="auto", cmap="viridis",
+                               vmin=0 if boolean else None, vmax=1 if boolean else None)
+                fig.colorbar(im, ax=ax, label=label)
+                ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
+                ax.set_ylabel(y)
+                jj, ii = np.nonzero(failed.T)
+                if len(ii):
+                    ax.scatter(jj, ii, marker="x", color="red", s=60, label="a seed failed")
+                    ax.legend(loc="upper right", fontsize=8)
+                if boolean and np.nanmin(mean) < 0.5 < np.nanmax(mean) and min(mean.shape) > 1:
+                    ax.contour(np.arange(len(xs)), np.arange(len(ys)), np.nan_to_num(mean, nan=0.0), [0.5],
+                               colors="white", linewidths=2)
+            else:
+                t = np.arange(len(xs))
+                ax.plot(t, mean[0], "o-", label="mean over seeds")
+                ax.fill_between(t, lo[0], hi[0], alpha=0.3, label="min-max over seeds")
+                if failed[0].any():
+                    ax.scatter(t[failed[0]], np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)), marker="x",
+                               color="red", s=60, zorder=3, label="a seed failed")
+                ax.set_ylabel(label)
+                ax.legend(fontsize=8)
+            ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
+            ax.set_xlabel(x)
+            ax.set_title(title or spec.get("name") or folder.name, fontsize=10)
+        fig.tight_layout()
+        out = pathlib.Path(out) if out else folder / f"{measure}_{x}{'_' + y if y else ''}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    finally:
+        plt.close(fig)
+    return out
