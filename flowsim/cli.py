@@ -72,7 +72,28 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
     plot.add_argument("run_dir", type=pathlib.Path)
     _add_sweep_parsers(sub)
+    _add_compare_parser(sub)
     return p
+
+
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+def _add_compare_parser(sub) -> None:
+    cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
+    cmp.add_argument("--dynamics", type=_csv(str), default=["gf", "igr", "sme"],
+                     help="comma-separated subset of gf,igr,heavy_ball,sme (default gf,igr,sme)")
+    cmp.add_argument("--lrs", type=_csv(float), default=[],
+                     help="also measure the distance to SGD at these lrs (same horizon lr*steps)")
+    cmp.add_argument("--keys", type=_csv(str), default=["loss", "min_margin", "G1", "score_12"],
+                     help="observables to overlay")
+    cmp.add_argument("--paths", type=int, default=32, help="Brownian paths of the SDE ensemble")
+    cmp.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of the discrete runs")
+    cmp.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="SGD batch sampling")
+    cmp.add_argument("--config", type=pathlib.Path, help="JSON or TOML file of config fields")
+    cmp.add_argument("--out", type=pathlib.Path, help="output folder (default runs/compare-<timestamp>)")
+    _add_config_options(cmp)
 
 
 def _add_sweep_parsers(sub) -> None:
@@ -153,6 +174,41 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    if args.paths < 2:
+        raise ConfigError(f"invalid paths={args.paths}: paths must be an integer >= 2")
+    bad = [lr for lr in args.lrs if not lr > 0]
+    if bad:
+        raise ConfigError(f"invalid lrs={bad}: every lr must be > 0")
+    from . import compare, plots
+    from .results import package_versions, write_json, write_npz
+
+    kw = dict(paths=args.paths, momentum=args.momentum, sampling=args.sampling)
+    try:
+        curves = compare.compare(config, args.dynamics, **kw)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    out = args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+    write_json(out / "config.json", {"config": config.to_dict(), "seed": config.seed, "compare": vars(args) | {
+        "config": str(args.config), "out": str(out)}, "versions": package_versions()})
+    for name, c in curves.items():
+        write_npz(out / f"{name}.npz", {"t": c.t, **c.obs})
+    missing = [k for k in args.keys if k not in curves["gd"].obs]
+    if missing:
+        raise ConfigError(f"invalid keys={missing}: not observables; choose from {sorted(curves['gd'].obs)}")
+    print(plots.plot_overlay(curves, args.keys, out / "overlay.png"))
+    dist = compare.distance_to_sgd(curves)
+    write_json(out / "distance_to_sgd.json", dist)
+    for name, d in dist.items():
+        print(f"{curves[name].label:<32} max |mean loss - SGD mean| = {d:8.2f} SGD standard errors")
+    if args.lrs:
+        rows = compare.compare_lrs(config, args.lrs, args.dynamics, **kw)
+        write_json(out / "distance_vs_lr.json", {"rows": rows})
+        print(plots.plot_distance_vs_lr(rows, out / "distance_vs_lr.png"))
+    return 0
+
+
 def _cmd_phase_diagram(args: argparse.Namespace) -> int:
     from . import phase_diagram
 
@@ -165,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": _cmd_run, "plot": _cmd_plot, "sweep": _cmd_sweep,
-                "phase-diagram": _cmd_phase_diagram}[args.command](args)
+                "phase-diagram": _cmd_phase_diagram, "compare": _cmd_compare}[args.command](args)
     except ConfigError as e:
         parser.exit(2, f"flowsim: error: {e}\n")
     except FileNotFoundError as e:

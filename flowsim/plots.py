@@ -80,12 +80,13 @@ def _plot(ax: Axes, data: Mapping[str, np.ndarray], key: str, *, log_y: bool = F
 
 def _time_axis(ax: Axes, t1: float | None, *, ylabel: str, title: str | None = None,
                log_y: bool = False, legend: Sequence[Line2D] = (), legend_loc: str = "best",
-               show_legend: bool = True) -> None:
-    """Finish a panel: log time axis, optional log y, the T1 marker, labels, grid and legend (the
-    labelled curves plus the extra `legend` entries)."""
+               show_legend: bool = True, log_x: bool = True) -> None:
+    """Finish a panel: log (or linear) time axis, optional log y, the T1 marker, labels, grid and
+    legend (the labelled curves plus the extra `legend` entries)."""
     has_data = bool(ax.lines or ax.collections)
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_locator(NullLocator())  # log minor ticks triple the drawing time
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # log minor ticks triple the drawing time
     if log_y:
         ax.set_yscale("log")
     if t1 is not None:
@@ -247,3 +248,61 @@ def plot_run(run_or_path: RunData | str | os.PathLike,
     out = pathlib.Path(out_dir) if out_dir is not None else run.path
     fns = (plot_attention_scores, plot_losses, plot_comparison, plot_balancing)
     return [fn(run, out / name) for fn, name in zip(fns, FILENAMES)]
+
+
+def plot_overlay(curves: Mapping[str, Any], keys: Sequence[str], path: str | os.PathLike,
+                 title: str = "continuous models vs discrete training") -> pathlib.Path:
+    """Overlay any set of runs on the same observables, on linear time (top row) and log time
+    (bottom row), with the end of Phase 1 marked where a curve knows it.
+
+    **Arguments:** `curves`: name -> `flowsim.compare.Curve` (`label`, `t`, `obs`, `ensemble`, `t1`);
+    ensembles are drawn as mean with a min-max band; `keys`: observables, one column each (log y for
+    keys starting with "loss"); `path`: output PNG.
+    **Returns:** the path written.
+    """
+    t1 = next((c.t1 for c in curves.values() if getattr(c, "t1", None)), None)
+    w, h = 3.6 * len(keys) + 0.8, 6.4
+    fig, axes = plt.subplots(2, len(keys), figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=0.8 / w, right=1 - 0.25 / w, bottom=0.55 / h, top=1 - 0.6 / h,
+                        wspace=0.35, hspace=0.45)
+    try:
+        for row, log_x in enumerate((False, True)):
+            for col, key in enumerate(keys):
+                ax, log_y = axes[row, col], key.startswith("loss")
+                for i, (name, c) in enumerate(curves.items()):
+                    style = dict(color=f"C{i}", lw=1.6, ls="--" if name == "gd" else "-", label=c.label)
+                    _plot(ax, {"t": c.t, key: c.obs[key]} if key in c.obs else {}, key, log_y=log_y, **style)
+                _time_axis(ax, t1, ylabel=key, title=f"{key} ({'log' if log_x else 'linear'} time)",
+                           log_y=log_y, log_x=log_x, show_legend=(row, col) == (0, 0))
+        fig.suptitle(title)
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return pathlib.Path(path)
+
+
+def plot_distance_vs_lr(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                        key: str = "distance_loss_in_sgd_se") -> pathlib.Path:
+    """Distance of each continuous model from SGD (in SGD standard errors) against lr, log-log, with
+    the 3-standard-error line below which a model is indistinguishable from the SGD ensemble.
+
+    **Arguments:** `rows` as returned by `flowsim.compare.compare_lrs`; `path`: output PNG.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    try:
+        for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+            pts = sorted((r["lr"], r[key]) for r in rows if r["model"] == model)
+            ax.plot(*zip(*pts), "o-", color=f"C{i}", label=model)
+        ax.axhline(3.0, color="k", ls=":", lw=1, label="3 SGD standard errors")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("learning rate lr")
+        ax.set_ylabel("max_t |mean - SGD mean| / SE(SGD)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return pathlib.Path(path)

@@ -1,0 +1,102 @@
+"""Continuous models of training side by side with SGD: run, measure the distance, tabulate over lr.
+
+`compare(config, ...)` runs the chosen continuous dynamics (gradient flow, the IGR modified flow, the
+heavy-ball ODE, the SGD modified equation as an ensemble of Brownian paths) and the discrete runs
+(GD, SGD over seeds) from the same initial point on the same save grid, and returns `Curve`s that
+`flowsim.plots.plot_overlay` draws. `distance_to_sgd` measures how far each curve's mean is from the
+SGD mean in units of the SGD ensemble's standard error; `compare_lrs` repeats this over step sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from .config import Config
+from .discrete import gradient_descent, sgd
+from .dynamics import GradientFlow, HeavyBallFlow, ModifiedFlow, SGDModifiedEquation
+from .experiment import Setup, min_margin, setup
+from .flow import integrate, integrate_sde
+from .grid import save_steps
+
+DYNAMICS = ("gf", "igr", "heavy_ball", "sme")
+LABELS = {"gf": "gradient flow", "igr": "IGR modified flow", "heavy_ball": "heavy-ball ODE",
+          "sme": "SGD modified equation (SDE)", "gd": "GD", "sgd": "SGD"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One run on a save grid: `label`, times `t` (S,), observables `obs` with leading axis S, or
+    (members, S) for an ensemble (`ensemble=True`), and `t1` (end of Phase 1, if located)."""
+
+    label: str
+    t: np.ndarray
+    obs: dict[str, np.ndarray]
+    ensemble: bool = False
+    t1: float | None = None
+
+    def mean(self, key: str) -> np.ndarray:
+        x = np.asarray(self.obs[key], float)
+        return np.nanmean(x, 0) if self.ensemble else x
+
+
+def compare(config: Config, dynamics: Sequence[str] = ("gf", "igr", "sme"), *, paths: int = 32,
+            momentum: float = 0.0, sampling: str = "iid", s: Setup | None = None) -> dict[str, Curve]:
+    """Run `dynamics` (names in `DYNAMICS`) and GD/SGD for `config`; SGD uses `config.sgd_seeds` seeds
+    (`sampling` "iid" matches the SDE's independent noise, "shuffle" is epoch-wise reshuffling), the SDE
+    `paths` Brownian paths with Euler-Maruyama step lr/2; `momentum` > 0 runs the discrete methods
+    with heavy-ball momentum (compare with "heavy_ball")."""
+    unknown = sorted(set(dynamics) - set(DYNAMICS))
+    if unknown:
+        raise ValueError(f"unknown dynamics {unknown}; choose from {DYNAMICS}")
+    if "heavy_ball" in dynamics and momentum <= 0:
+        raise ValueError("heavy_ball needs momentum > 0 (the discrete runs use the same momentum)")
+    s = setup(config) if s is None else s
+    c = s.config
+    steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
+    ts = steps * c.lr
+    curves: dict[str, Curve] = {}
+    makers = {"gf": lambda: GradientFlow(), "igr": lambda: ModifiedFlow(c.lr),
+              "heavy_ball": lambda: HeavyBallFlow(c.lr, momentum)}
+    for name in dynamics:
+        if name == "sme":
+            ens = integrate_sde(SGDModifiedEquation(c.lr, c.batch_size), s.problem, ts, s.observer,
+                                dt=c.lr / 2, paths=paths, key=jax.random.PRNGKey(c.seed + 3))
+            curves[name] = Curve(LABELS[name], ts, ens.obs, ensemble=True)
+            continue
+        sol = integrate(makers[name](), s.problem, ts, s.observer, solver=c.solver, rtol=c.rtol, atol=c.atol,
+                        max_steps=c.max_steps, event=min_margin if name != "heavy_ball" else None)
+        curves[name] = Curve(LABELS[name], ts, sol.obs,
+                             t1=None if np.isnan(sol.event_time) else sol.event_time)
+    gd = gradient_descent(s.problem, c.lr, steps, s.observer, momentum=momentum)
+    curves["gd"] = Curve(LABELS["gd"], ts, gd.obs)
+    sg = sgd(s.problem, c.lr, steps, s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds, momentum=momentum,
+             sampling=sampling, key=jax.random.PRNGKey(c.seed + 1))
+    curves["sgd"] = Curve(f"{LABELS['sgd']} ({sampling})", ts, sg.obs, ensemble=True)
+    return curves
+
+
+def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, float]:
+    """max over save times t > 0 of |mean_model(t) - mean_SGD(t)| / SE_SGD(t), where SE is the
+    standard error of the SGD ensemble mean; values below ~3 mean "indistinguishable from SGD"."""
+    ref = curves["sgd"]
+    x = np.asarray(ref.obs[key], float)[:, 1:]
+    se = np.nanstd(x, 0, ddof=1) / np.sqrt(x.shape[0])
+    return {name: float(np.nanmax(np.abs(cur.mean(key)[1:] - np.nanmean(x, 0)) / np.maximum(se, 1e-300)))
+            for name, cur in curves.items() if name != "sgd"}
+
+
+def compare_lrs(config: Config, lrs: Sequence[float], dynamics: Sequence[str] = ("gf", "igr", "sme"), *,
+                horizon: float | None = None, key: str = "loss", **kwargs) -> list[dict]:
+    """`distance_to_sgd` for each lr at a fixed flow-time horizon (default `config.t_final`):
+    one row per (lr, model) with the distance in SGD standard errors."""
+    horizon = config.t_final if horizon is None else horizon
+    rows = []
+    for lr in lrs:
+        c = config.replace(lr=float(lr), steps=max(1, int(round(horizon / lr))))
+        for name, dist in distance_to_sgd(compare(c, dynamics, **kwargs), key).items():
+            rows.append({"lr": float(lr), "model": name, f"distance_{key}_in_sgd_se": dist})
+    return rows

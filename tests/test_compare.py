@@ -1,0 +1,67 @@
+"""Continuous models vs SGD (`flowsim/compare.py`), the overlay plots, and the public API end to end."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowsim
+from flowsim.cli import main
+from flowsim.compare import Curve, compare, distance_to_sgd
+from flowsim.plots import plot_distance_vs_lr, plot_overlay
+
+from .conftest import SMALL
+
+
+class _Linear(eqx.Module):
+    w: jax.Array
+
+    def __call__(self, x):
+        return self.w @ x
+
+
+class _Preconditioned(flowsim.AbstractDynamics):
+    """A user dynamics: gradient flow preconditioned by a fixed diagonal."""
+
+    diag: jax.Array
+
+    def vector_field(self, t, params, problem):
+        return _Linear(-self.diag * jax.grad(problem.loss)(params).w)
+
+
+def test_custom_problem_and_dynamics_through_the_public_api(tmp_path):
+    x = jax.random.normal(jax.random.PRNGKey(0), (24, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5])
+    problem = flowsim.make_problem(_Linear(jnp.zeros(3)), x, y, loss_fn=lambda o, t: 0.5 * (o - t) ** 2)
+    observe = lambda t, p, pr: {"loss": pr.loss(p), "w": p.w}  # noqa: E731
+    steps = flowsim.save_steps(1000, 10, 5)
+    flow = flowsim.integrate(_Preconditioned(jnp.ones(3)), problem, steps * 0.01, observe)
+    gf = flowsim.integrate(flowsim.GradientFlow(), problem, steps * 0.01, observe)
+    np.testing.assert_allclose(flow.obs["loss"], gf.obs["loss"], rtol=1e-5, atol=1e-12)
+    sgd = flowsim.sgd(problem, 0.01, steps, observe, batch_size=6, seeds=4)
+    assert sgd.obs["w"].shape == (4, len(steps), 3)
+    np.testing.assert_allclose(flow.params.w, [1.0, -2.0, 0.5], atol=2e-2)
+    curves = {"flow": Curve("flow", flow.ts, flow.obs), "sgd": Curve("SGD", sgd.ts, sgd.obs, ensemble=True)}
+    assert plot_overlay(curves, ["loss"], tmp_path / "o.png").stat().st_size > 1000
+
+
+def test_compare_distance_and_cli(small_config, small_setup, tmp_path, capsys):
+    c = small_config.replace(steps=40, lr=0.05, sgd_seeds=8)
+    curves = compare(c, ("gf", "igr"), s=flowsim.setup(c))
+    assert {"gf", "igr", "gd", "sgd"} <= set(curves) and curves["sgd"].obs["loss"].shape[0] == 8
+    dist = distance_to_sgd(curves)
+    assert set(dist) == {"gf", "igr", "gd"} and all(np.isfinite(v) and v >= 0 for v in dist.values())
+    rows = [{"lr": lr, "model": m, "distance_loss_in_sgd_se": d} for lr, d0 in ((0.01, 1.0), (0.1, 5.0))
+            for m, d in (("gf", d0), ("sme", d0 / 2))]
+    assert plot_distance_vs_lr(rows, tmp_path / "d.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="unknown dynamics"):
+        compare(c, ("rk4",))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items() if k not in ("steps", "lr", "sgd_seeds")]
+    out = tmp_path / "cmp"
+    assert main(["compare", *flags, "--steps=40", "--lr=0.05", "--dynamics", "gf", "--out", str(out)]) == 0
+    assert (out / "overlay.png").is_file() and (out / "gf.npz").is_file() and (out / "sgd.npz").is_file()
+    assert "SGD standard errors" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["compare", *flags, "--dynamics", "gf", "--keys", "nope", "--out", str(out)])
+    assert e.value.code == 2
