@@ -1,7 +1,10 @@
-"""Wall time of a call split into compilation (tracing, lowering, XLA) and the rest, per thread.
+"""Wall time of a call and the part of it spent compiling, per thread.
 
 JAX reports compilation phases through `jax.monitoring`; a listener attributes them to the thread
 that triggered them, so runs dispatched from several threads each get their own compile time.
+Counted: lowering to MLIR and XLA's backend compile, which happen once per top-level program.
+Tracing is not counted: nested jitted functions report their own trace durations inside the
+enclosing trace, so summing them would count the same seconds twice.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Any
 from jax import monitoring
 
 _COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     "/jax/core/compile/backend_compile_duration",
 )

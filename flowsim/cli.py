@@ -100,7 +100,7 @@ def _add_sweep_parsers(sub) -> None:
     sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.sweep)")
     sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
     sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
-    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, at most one per shape group)")
     sw.add_argument("--dask", action="store_true", help="run on Dask distributed (LocalCluster unless --scheduler)")
     sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
     sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")

@@ -93,7 +93,7 @@ def generalization_loss(problem: Problem, params: PyTree, config: Config, key: A
 @dataclasses.dataclass(frozen=True)
 class ExperimentResult:
     """Flow, GD and SGD solutions of one run, with timings (s; `<name>_compile` is the part spent
-    tracing and compiling) and generalization losses."""
+    lowering and compiling with XLA, see `flowsim._timing`) and generalization losses."""
 
     setup: Setup
     flow: FlowSolution

@@ -66,11 +66,9 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> pathlib.Pa
 
 
 def _num(v: Any) -> float:
-    if v is None:
-        return np.nan
-    if isinstance(v, str):  # "inf" / "-inf" as written by write_json
-        return float(v)
-    return float(v)
+    """A plottable float: None and non-finite values ("inf" as written by write_json) become nan."""
+    x = np.nan if v is None else float(v)
+    return x if np.isfinite(x) else np.nan
 
 
 def _fmt(v: Any) -> str:

@@ -519,7 +519,11 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
               use_dask: bool = False, scheduler: str | None = None, progress: bool = True) -> SweepReport:
     """Run every point of `spec` that has no result file in `out` yet and write each as it ends.
 
-    `workers`: worker processes (default: one per core); 1 runs the points in this process.
+    `workers`: worker processes; 1 runs the points in this process. The default is one per core but
+    at most one per shape group, since a second worker on the same shapes compiles them again (on
+    this 2-core CPU a one-shape 64-point grid ran at 2.0 points/s on 1 worker and 1.1 on 2, see
+    benchmarks/results_sweep.md); pass `workers` to split a single shape group anyway (worth it
+    when each point runs much longer than a compilation).
     `use_dask`: run on Dask distributed instead: a `LocalCluster` with `workers` processes, or the
     cluster at `scheduler`. The driver (this process) writes every result file, so a remote cluster
     needs no access to `out`.
@@ -536,7 +540,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
     done_keys = {p.stem for p in points_dir.glob("*.json")}
     skipped = sum(k in done_keys for k, _ in todo)
     todo = [(k, c) for k, c in todo if k not in done_keys]
-    workers = workers or os.cpu_count() or 1
+    if workers is None:  # one per core, but never more than shape groups: no compile is done twice
+        workers = max(1, min(os.cpu_count() or 1, len({_shape_group(c) for _, c in todo})))
     counts = {"done": 0, "failed": 0}
 
     from tqdm.auto import tqdm
