@@ -58,8 +58,8 @@ class FlowSolution:
     **Fields:** `ts` save times; `obs` dict of observables, each with leading axis len(ts)
     (non-finite where the solve never got); `params` final state; `event_time` (nan when no event
     fired); `event_obs` observables at the event (or None); `event_params`; `result` the diffrax
-    result name ("successful" on success); `num_steps` accepted+rejected steps of all pieces;
-    `num_vf_evals` vector-field evaluations (diffrax stats, FSAL solvers).
+    result name ("successful" on success); `num_steps` accepted + rejected steps of all pieces;
+    `t_reached` the time the solve got to.
     """
 
     ts: np.ndarray
