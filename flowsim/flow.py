@@ -151,8 +151,10 @@ def _piece(dynamics, problem, observer, event, solver, t0, t1, y0, ts, active, r
             # Cast to JAX's default float: diffrax compares it with a Python 0.0 inside a cond.
             return jnp.where(active, event(t, dynamics.params(y), args), 1.0).astype(jnp.asarray(0.0).dtype)
 
-        tol = 1e-12 if ts.dtype == jnp.float64 else 1e-5  # root-finding tolerance on the event time
-        ev = diffrax.Event(cond, root_finder=optx.Newton(rtol=tol, atol=tol), direction=True)
+        # Bisection on the step's dense interpolant: robust where the condition has kinks (a min
+        # over samples switches sample), where Newton can stall.
+        tol = 1e-12 if ts.dtype == jnp.float64 else 1e-5
+        ev = diffrax.Event(cond, root_finder=optx.Bisection(rtol=tol, atol=tol), direction=True)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(dynamics.vector_field), solver, t0, t1, dt0, y0, args=problem, saveat=saveat,
         stepsize_controller=_controller(solver, rtol, atol, dt0), max_steps=max_steps, throw=False,

@@ -33,6 +33,9 @@ def _attention(model, tokens: Int[Array, "n L"]) -> Float[Array, "n L L"]:
     return jax.vmap(model.attention)(tokens)
 
 
+_attention_jit = eqx.filter_jit(_attention)
+
+
 class CooccurrenceObserver(eqx.Module):
     """Computes every tracked quantity of the co-occurrence transformer.
 
@@ -45,7 +48,7 @@ class CooccurrenceObserver(eqx.Module):
 
     @classmethod
     def at_init(cls, problem: Problem, kind: Array) -> CooccurrenceObserver:
-        p0 = eqx.filter_jit(_attention)(problem.model(problem.params0), problem.inputs)
+        p0 = _attention_jit(problem.model(problem.params0), problem.inputs)
         return cls(jnp.asarray(kind), p0)
 
     def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:

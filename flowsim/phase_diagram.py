@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import pathlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -76,24 +77,39 @@ def _fmt(v: Any) -> str:
 
 
 def _aggregate(rows, x, y, measure, xs, ys):
-    """Seed-mean (nanmean) grid, any-failed grid, and a flag telling whether the measure is boolean."""
-    shape = (len(ys), len(xs))
-    vals = [[[] for _ in xs] for _ in ys]
-    failed = np.zeros(shape, bool)
+    """Seed-mean grid (plus min and max), any-failed grid, and whether the measure is boolean.
+
+    Numeric measures are averaged over the seeds whose point is ok (a diverged run's value would
+    swamp the colour scale; failed cells are marked instead); boolean ones (verdicts, divergence
+    flags) over every seed, as the fraction true.
+    """
+    vals: list[list[list[float]]] = [[[] for _ in xs] for _ in ys]
+    failed = np.zeros((len(ys), len(xs)), bool)
     boolean = all(isinstance(r[measure], bool) or r[measure] is None for r in rows)
     for r in rows:
         i, j = (ys.index(r[y]) if y else 0), xs.index(r[x])
-        vals[i][j].append(_num(r[measure]))
         failed[i, j] |= r["status"] != "ok"
-    with np.errstate(all="ignore"):
-        import warnings
+        if boolean or r["status"] == "ok":
+            vals[i][j].append(_num(r[measure]))
 
+    def reduce(fn):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.array([[np.nanmean(v) if v else np.nan for v in row] for row in vals])
-            lo = np.array([[np.nanmin(v) if v else np.nan for v in row] for row in vals])
-            hi = np.array([[np.nanmax(v) if v else np.nan for v in row] for row in vals])
-    return mean, lo, hi, failed, boolean
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan cells stay nan
+            return np.array([[fn(v) if v else np.nan for v in row] for row in vals])
+
+    return reduce(np.nanmean), reduce(np.nanmin), reduce(np.nanmax), failed, boolean
+
+
+def _norm(mean: np.ndarray, boolean: bool):
+    """Colour scale: [0, 1] for fractions, logarithmic for positive values spanning > 2 decades."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    if boolean:
+        return Normalize(0, 1)
+    finite = mean[np.isfinite(mean)]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        return LogNorm(finite.min(), finite.max())
+    return None
 
 
 def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str,
@@ -130,8 +146,7 @@ def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, 
             mean, lo, hi, failed, boolean = _aggregate(sel, x, y, measure, xs, ys)
             label = f"{measure} ({'fraction true' if boolean else 'mean'} over seeds)"
             if y:
-                im = ax.imshow(mean, origin="lower", aspect="auto", cmap="viridis",
-                               vmin=0 if boolean else None, vmax=1 if boolean else None)
+                im = ax.imshow(mean, origin="lower", aspect="auto", cmap="viridis", norm=_norm(mean, boolean))
                 fig.colorbar(im, ax=ax, label=label)
                 ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
                 ax.set_ylabel(y)
@@ -150,6 +165,8 @@ def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, 
                     ax.scatter(t[failed[0]], np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)), marker="x",
                                color="red", s=60, zorder=3, label="a seed failed")
                 ax.set_ylabel(label)
+                if isinstance(_norm(mean, boolean), matplotlib.colors.LogNorm):
+                    ax.set_yscale("log")
                 ax.legend(fontsize=8)
             ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
             ax.set_xlabel(x)
