@@ -140,12 +140,25 @@ class Config:
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> Config:
         """Load a `.json` or `.toml` file (a flat table of config fields)."""
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        text = path.read_text()
+        return cls.from_dict(read_table(path, "config file"))
+
+
+def read_table(path: str | pathlib.Path, what: str, error: type[ConfigError] = ConfigError) -> Any:
+    """Parse a `.toml`, `.json` or (with pyyaml) `.yaml`/`.yml` file; any failure raises `error`
+    with one line naming the file (`what` says what kind of file it is)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
         try:
-            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'json'}: {e}") from e
-        return cls.from_dict(data)
+            import yaml
+        except ImportError as e:
+            raise error(f"YAML files need pyyaml (pip install pyyaml); or write TOML: {str(path)!r}") from e
+        parse = yaml.safe_load
+    else:
+        parse = tomllib.loads if path.suffix == ".toml" else json.loads
+    try:
+        return parse(text)
+    except Exception as e:  # noqa: BLE001 - any parser error becomes one line
+        raise error(f"{what} {str(path)!r} is not valid {path.suffix[1:] or 'json'}: {e}") from e

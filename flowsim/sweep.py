@@ -49,13 +49,12 @@ import os
 import pathlib
 import re
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, read_table
 from .results import package_versions, write_json
 
 # ---------------------------------------------------------------------------------------- measures
@@ -357,26 +356,7 @@ class SweepSpec:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> SweepSpec:
         """Read a `.toml`, `.yaml`/`.yml` (needs pyyaml) or `.json` spec."""
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise SweepSpecError(f"sweep spec {str(path)!r} does not exist")
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                try:
-                    import yaml
-                except ImportError as e:
-                    raise SweepSpecError("YAML specs need pyyaml (pip install pyyaml); or write TOML") from e
-                data = yaml.safe_load(text)
-            elif path.suffix == ".json":
-                data = json.loads(text)
-            else:
-                data = tomllib.loads(text)
-        except SweepSpecError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any parser error becomes one line
-            raise SweepSpecError(f"sweep spec {str(path)!r} is not valid {path.suffix[1:]}: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(read_table(path, "sweep spec", SweepSpecError))
 
     def points(self) -> Iterator[dict[str, Any]]:
         """Axis values of every point (cartesian product, last axis fastest), seed included."""
