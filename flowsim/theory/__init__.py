@@ -10,3 +10,4 @@ from .gram import (
     reduce_problem as reduce_problem,
     wishart_gram as wishart_gram,
 )
+from .predictions import t1_vs_width as t1_vs_width
