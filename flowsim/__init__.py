@@ -24,6 +24,8 @@ from .experiment import (
     min_margin as min_margin,
     run_experiment as run_experiment,
     run_flow as run_flow,
+    run_gd as run_gd,
+    run_sgd as run_sgd,
     save_experiment as save_experiment,
     setup as setup,
 )

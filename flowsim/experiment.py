@@ -103,14 +103,34 @@ class ExperimentResult:
     timings: dict[str, float]
 
 
+def _steps(c: Config) -> np.ndarray:
+    """The config's save grid in GD steps (flow times are these times lr)."""
+    return save_steps(c.steps, c.n_save_log, c.n_save_lin)
+
+
 def run_flow(s: Setup, *, progress: bool = False, **overrides) -> FlowSolution:
     """Gradient flow of the setup's problem on the config's save grid, with the Phase-1 event."""
     c = s.config
     dtype = jax.tree.leaves(s.problem.params0)[0].dtype
-    ts = jnp.asarray(save_steps(c.steps, c.n_save_log, c.n_save_lin) * c.lr, dtype)
+    ts = jnp.asarray(_steps(c) * c.lr, dtype)
     kw = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=min_margin)
     kw.update(overrides)
     return integrate(GradientFlow(), s.problem, ts, s.observer, progress=progress, **kw)
+
+
+def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
+    """Full-batch GD of the setup's problem with the config's lr and steps, on its save grid."""
+    c = s.config
+    return gradient_descent(s.problem, c.lr, _steps(c), s.observer,
+                            progress=progress)
+
+
+def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
+    """Minibatch SGD (config's batch size and seed count; key `PRNGKey(seed + 1)`) on the save grid."""
+    c = s.config
+    return sgd(s.problem, c.lr, _steps(c), s.observer,
+               batch_size=c.batch_size, seeds=c.sgd_seeds, key=jax.random.PRNGKey(c.seed + 1),
+               progress=progress)
 
 
 def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | None = None) -> ExperimentResult:
@@ -122,7 +142,6 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
     """
     s = setup(config) if setup_ is None else setup_
     c = s.config
-    steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
@@ -138,13 +157,12 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
         return flow
 
     def gd_job():
-        gd = timed("gd", gradient_descent, s.problem, c.lr, steps, s.observer, progress=progress)
+        gd = timed("gd", run_gd, s, progress=progress)
         gen["gd"] = generalization_loss(s.problem, gd.params, c, key)
         return gd
 
     def sgd_job():
-        sg = timed("sgd", sgd, s.problem, c.lr, steps, s.observer, batch_size=c.batch_size,
-                   seeds=c.sgd_seeds, key=jax.random.PRNGKey(c.seed + 1), progress=progress)
+        sg = timed("sgd", run_sgd, s, progress=progress)
         per_seed = eqx.filter_vmap(_population_loss, in_axes=(None, 0, None, None, None, None))(
             s.problem, sg.params, key, c.n_test, c.L, c.d)
         gen["sgd_mean"] = float(jnp.mean(per_seed))

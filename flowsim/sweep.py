@@ -148,15 +148,11 @@ def needed_pieces(measures: Sequence[str]) -> frozenset[str]:
 
 
 def _verdicts(flow, gd, sg, t1: float | None) -> dict[str, Any]:
-    """The verdicts computable from the pieces that ran (the same functions `evaluate` composes)."""
+    """The verdicts computable from the pieces that ran (`flowsim.verdicts.evaluate`)."""
     from . import verdicts
 
-    f = {"t": flow.ts, **flow.obs}
-    out = verdicts.phase1_verdicts(f, t1, flow.event_obs) + verdicts.phase2_verdicts(f, t1, flow.event_obs)
-    if gd is not None:
-        s = {} if sg is None else {"t": sg.ts, **sg.obs}
-        out += verdicts.comparison_verdicts(f, {"t": gd.ts, **gd.obs}, s, t1)
-    return {v.name: v for v in out}
+    obs = lambda sol: None if sol is None else {"t": sol.ts, **sol.obs}  # noqa: E731
+    return {v.name: v for v in verdicts.evaluate(obs(flow), obs(gd), obs(sg), t1, flow.event_obs)}
 
 
 def _failure(run: _Run) -> str | None:
@@ -189,9 +185,8 @@ def run_point(config: Config, measures: Sequence[str]) -> dict[str, Any]:
     `wall_s` and `compile_s`. Divergence, an unsuccessful flow and non-finite values mark a point
     failed; an exception inside a solve is caught and recorded the same way.
     """
-    from . import discrete, experiment
+    from . import experiment
     from ._timing import timed_call
-    from .grid import save_steps
 
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
@@ -209,12 +204,9 @@ def run_point(config: Config, measures: Sequence[str]) -> dict[str, Any]:
     record: dict[str, Any] = {"ran": sorted(need, key=PIECES.index), "measures": {}}
     try:
         s = timed(experiment.setup, config)
-        c = s.config
-        steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
         flow = timed(experiment.run_flow, s)
-        gd = timed(discrete.gradient_descent, s.problem, c.lr, steps, s.observer) if "gd" in need else None
-        sg = (timed(discrete.sgd, s.problem, c.lr, steps, s.observer, batch_size=c.batch_size,
-                    seeds=c.sgd_seeds, key=_sgd_key(c.seed)) if "sgd" in need else None)
+        gd = timed(experiment.run_gd, s) if "gd" in need else None
+        sg = timed(experiment.run_sgd, s) if "sgd" in need else None
         run = _Run(flow, gd, sg, {})
         run = dataclasses.replace(run, verdicts=_verdicts(flow, gd, sg, run.t1))
         reason = _failure(run)
@@ -229,12 +221,6 @@ def run_point(config: Config, measures: Sequence[str]) -> dict[str, Any]:
     record.update(status="failed" if reason else "ok", reason=reason,
                   wall_s=time.perf_counter() - t0, compile_s=compile_s)
     return record
-
-
-def _sgd_key(seed: int):
-    import jax
-
-    return jax.random.PRNGKey(seed + 1)  # as `run_experiment`
 
 
 # ------------------------------------------------------------------------------------------ spec

@@ -195,8 +195,9 @@ def comparison_verdicts(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | 
     return out
 
 
-def evaluate(flow: Obs, gd: Obs, sgd: Obs, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
-    """All verdicts of a run, in the order of the README table."""
+def evaluate(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
+    """All verdicts of a run, in the order of the README table (comparisons with a run that is
+    missing, None or empty, are skipped)."""
     return phase1_verdicts(flow, t1, at_t1) + phase2_verdicts(flow, t1, at_t1) + comparison_verdicts(flow, gd, sgd, t1)
 
 
