@@ -1,71 +1,125 @@
-"""T1 vs width m on the exact reduced flow, against the theory's T1 ~ 1/m (issue 3, item 3, first bullet).
+"""T1 vs m, m1 and sigma1 on the exact reduced flow, against Lem 4.1's T1 ~ 1/((sigma0^2+sigma1^2) m m1)
+(issue: "T1 vs m (and m1, sigma1) on a grid of at least 5 values, 3 seeds each").
 
     python experiments/theory_t1_scaling.py
 
-Widths 64..65536 (7 widths), seeds 0, 1, 2, the paper's n=60, L=5 with d=16 (random tokens with
-replacement), m1=256, theory init. Writes experiments/results/theory_t1_scaling.json and .png and
-prints the table, the fitted exponent with its 95% interval, the prediction and the total wall time.
+The paper's n=60, L=5 with d=16 (random tokens with replacement), seeds 0, 1, 2, sigma0 = 1/sqrt(L m):
+- m: widths 64..65536 (7), theory init sigma1 = 1/sqrt(m1), m1 = 256; predicted exponent -1.
+- m1: 16..4096 (5) at m = 4096 and sigma1 = 1/16 held fixed (sigma1 sqrt(m1) = 0.25..4); predicted -1.
+- sigma1: 1/64..1/4 (5) at m = 4096, m1 = 256 (sigma1 sqrt(m1) = 0.25..4, sigma1^2/sigma0^2 = 5..1280);
+  predicted -2.
+The grids were fixed before the runs. A control added afterwards (`CONTROL`, JSON key "controls", not in
+the figure) repeats the sigma1 axis at small initial outputs (m1 = 16, m = 65536). Writes experiments/results/theory_t1_scaling.json (the three
+tables) and .png (three panels) and prints the tables, the fitted exponents with their 95% intervals,
+the predictions and the total wall time.
 """
 
 from __future__ import annotations
 
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).parent
-WIDTHS = [64, 256, 1024, 4096, 16384, 32768, 65536]
 SEEDS = [0, 1, 2]
+AXES: dict[str, tuple[list[float], dict[str, Any]]] = {
+    "m": ([64, 256, 1024, 4096, 16384, 32768, 65536], {"m1": 256}),
+    "m1": ([16, 64, 256, 1024, 4096], {"m": 4096, "sigma1": 1 / 16}),
+    "sigma1": ([1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4], {"m": 4096, "m1": 256}),
+}
+# A-posteriori control (added after the sigma1 grid gave a shallow slope, not a replacement for it): the
+# same axis where the initial outputs are small, G0 = sigma1 sqrt(m1/L) = 0.014..0.22 (m1 = 16), with
+# sigma1^2/sigma0^2 >= 20 (m = 65536). Lem 4.1 alone predicts -2 here too.
+CONTROL: dict[str, tuple[list[float], dict[str, Any]]] = {
+    "sigma1_small_G0": ([1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8], {"m": 65536, "m1": 16}),
+}
+LABELS = {"m": "width m", "m1": "MLP width m1 (sigma1 = 1/16 fixed)", "sigma1": "sigma1 (m = 4096, m1 = 256)"}
 
 
-def plot(res: dict, out: pathlib.Path) -> None:
-    """Log-log T1 vs m: points per seed, the fitted line and a line of the predicted slope."""
+def offset_fit(res: dict) -> tuple[float, float]:
+    """A-posteriori diagnostic: OLS of T1 * rate on the initial output scale G0_scale, T1 rate = c0 + c1 G0.
+
+    Lem 4.1 alone predicts T1 * rate constant (c1 = 0); c1 > 0 means T1 also grows with the size of the
+    initial outputs, which the theory takes O(1).
+    """
+    rows = [r for r in res["rows"] if np.isfinite(r["T1"])]
+    g0 = np.array([r["G0_scale"] for r in rows])
+    z = np.array([r["T1"] * r["rate"] for r in rows])
+    if np.ptp(g0) <= 1e-9 * g0.max():
+        return float(z.mean()), 0.0
+    c1, c0 = np.polyfit(g0, z, 1)
+    return float(c0), float(c1)
+
+
+def plot(results: dict[str, dict], out: pathlib.Path) -> None:
+    """One log-log panel per axis: T1 per seed, the fitted line, and the predicted slope through the
+    centroid of the points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    rows = [r for r in res["rows"] if np.isfinite(r["T1"])]
-    m = np.array([r["m"] for r in rows], float)
-    t1 = np.array([r["T1"] for r in rows], float)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for s in sorted({r["seed"] for r in rows}):
-        sel = np.array([r["seed"] == s for r in rows])
-        ax.loglog(m[sel], t1[sel], "o", alpha=0.7, label=f"seed {s}")
-    grid = np.geomspace(m.min(), m.max(), 50)
-    logc = np.mean(np.log(t1) - res["slope"] * np.log(m))
-    ax.loglog(grid, np.exp(logc) * grid ** res["slope"], "-",
-              label=f"fit: slope {res['slope']:.3f} ± {res['ci95']:.3f}")
-    anchor = np.exp(np.mean(np.log(t1[m == m.max()])))
-    ax.loglog(grid, anchor * (grid / m.max()) ** res["predicted"], "--", label=f"predicted slope {res['predicted']:g}")
-    ax.set_xlabel("width m")
-    ax.set_ylabel("T1 (first time min_i y_i F_i = 0)")
-    ax.set_title("End of Phase 1 vs width (reduced flow, theory init)")
-    ax.legend(fontsize=8)
+    fig, axs = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2))
+    for ax, (name, res) in zip(np.atleast_1d(axs), results.items()):
+        rows = [r for r in res["rows"] if np.isfinite(r["T1"])]
+        x = np.array([r["value"] for r in rows], float)
+        t1 = np.array([r["T1"] for r in rows], float)
+        for s in sorted({r["seed"] for r in rows}):
+            sel = np.array([r["seed"] == s for r in rows])
+            ax.loglog(x[sel], t1[sel], "o", alpha=0.7, label=f"seed {s}")
+        grid = np.geomspace(x.min(), x.max(), 50)
+        lx, lt = np.log(x).mean(), np.log(t1).mean()
+        verdict = "holds" if res["holds"] else "fails"
+        ax.loglog(grid, np.exp(lt + res["slope"] * (np.log(grid) - lx)), "-",
+                  label=f"fit: {res['slope']:.3f} ± {res['ci95']:.3f} ({verdict})")
+        ax.loglog(grid, np.exp(lt + res["predicted"] * (np.log(grid) - lx)), "--",
+                  label=f"predicted {res['predicted']:g}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(LABELS[name])
+        ax.set_ylabel("T1 (first time min_i y_i F_i = 0)")
+        ax.set_title(f"T1 vs {name}")
+        ax.legend(fontsize=8)
+    fig.suptitle("End of Phase 1 on the exact reduced flow (n=60, L=5, d=16, sigma0 = 1/sqrt(L m))")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def main() -> None:
-    from flowsim.results import package_versions, write_json
-    from flowsim.theory.predictions import t1_vs_width
-
-    t0 = time.perf_counter()
-    res = t1_vs_width(WIDTHS, SEEDS)
-    wall = time.perf_counter() - t0
-    print(f"{'m':>7} {'seed':>4} {'T1':>12} {'loss(T1)':>9}  result")
+def report(name: str, res: dict) -> None:
+    """Print one axis: the table, the fits against the axis and against the rate, and the diagnostic."""
+    print(f"\n== axis {name} ==")
+    print(f"{'value':>10} {'m':>6} {'m1':>5} {'sigma1':>8} {'seed':>4} {'G0':>6} {'margin0':>8} {'T1':>11} "
+          f"{'T1*rate':>8} {'loss(T1)':>8}  result")
     for r in res["rows"]:
-        print(f"{r['m']:>7} {r['seed']:>4} {r['T1']:>12.5g} {r['loss_T1']:>9.4f}  {r['result']}")
+        print(f"{r['value']:>10.5g} {r['m']:>6} {r['m1']:>5} {r['sigma1']:>8.5f} {r['seed']:>4} {r['G0_scale']:>6.3f} "
+              f"{r['margin0']:>8.3f} {r['T1']:>11.5g} {r['T1'] * r['rate']:>8.3f} {r['loss_T1']:>8.4f}  {r['result']}")
     print(f"fitted exponent {res['slope']:.4f}, 95% CI [{res['interval'][0]:.4f}, {res['interval'][1]:.4f}]; "
           f"predicted {res['predicted']:g} (tolerance {res['tolerance']}): holds = {res['holds']}")
-    print(f"exponent vs Lem 4.1 rate (sigma0^2+sigma1^2) m m1: {res['slope_vs_rate']:.4f} ± {res['ci95_vs_rate']:.4f}")
+    print(f"exponent vs Lem 4.1 rate (sigma0^2+sigma1^2) m m1: {res['slope_vs_rate']:.4f} ± {res['ci95_vs_rate']:.4f}"
+          f" (predicted -1): holds = {res['holds_vs_rate']}")
+    c0, c1 = offset_fit(res)
+    print(f"diagnostic (a posteriori): T1 * rate ~ {c0:.2f} + {c1:.2f} G0_scale")
+
+
+def main() -> None:
+    from flowsim.results import package_versions, write_json
+    from flowsim.theory.predictions import t1_scaling
+
+    t0 = time.perf_counter()
+    results = {name: t1_scaling(name, values, SEEDS, **kw) for name, (values, kw) in AXES.items()}  # type: ignore[arg-type]
+    controls = {name: t1_scaling("sigma1", values, SEEDS, **kw) for name, (values, kw) in CONTROL.items()}
+    wall = time.perf_counter() - t0
+    for name, res in {**results, **controls}.items():
+        report(name, res)
+        res["offset_fit"] = dict(zip(("c0", "c1"), offset_fit(res)))
     out = HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "theory_t1_scaling.json", {**res, "wall_s": wall, "versions": package_versions()})
-    plot(res, out / "theory_t1_scaling.png")
-    print(f"wrote {out / 'theory_t1_scaling.json'} and .png; total wall time {time.perf_counter() - t0:.1f} s")
+    write_json(out / "theory_t1_scaling.json", {"axes": results, "controls": controls, "wall_s": wall, "versions": package_versions()})
+    plot(results, out / "theory_t1_scaling.png")
+    print(f"\nwrote {out / 'theory_t1_scaling.json'} and .png; total wall time {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

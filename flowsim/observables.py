@@ -11,7 +11,7 @@ mu_a^T W_V^T W_V mu_b for a <= b; `p_q1_k2`, `p_q2_k1` (mean softmax weight from
 target to the key at the other, over type-1 samples), `p_k3` (mean weight on the mu_3 key),
 `attn_dev` = max |p - 1/L|, `attn_disp` = max |p(t) - p(0)|; `S1..S4` = sum of g_i over each type
 (g = 1/(1+e^margin)), `S2_over_S3`, `R` = (S2+S3+S4-S1)/(S1-S2), `g_ratio_type1..4` = max/min of
-g_i within a type.
+g_i within a type; `R_star` the fixed point R is pulled to (`balance_fixed_point`).
 """
 
 from __future__ import annotations
@@ -53,21 +53,8 @@ class CooccurrenceObserver(eqx.Module):
 
     def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
         model = problem.model(params)
-        tokens, y = problem.inputs, problem.targets
-        margin = y * problem.outputs(params)
-        ell = jax.nn.softplus(-margin)
-        g = jax.nn.sigmoid(-margin)
-        onehot = (self.kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)  # (n, 4)
-        count = onehot.sum(0)
-        S = g @ onehot
-        obs: dict[str, Array] = {
-            "loss": jnp.mean(ell),
-            "per_sample_loss": ell,
-            "margin": margin,
-            "min_margin": jnp.min(margin),
-        }
-        for k in TYPES:
-            obs[f"loss_type{k}"] = (ell @ onehot[:, k - 1]) / count[k - 1]
+        tokens = problem.inputs
+        obs = margin_observables(problem.targets * problem.outputs(params), self.kind)
         Gv = model.G()
         obs.update(G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]),
                    G_rand_min=jnp.min(Gv[N_SPECIAL:]))
@@ -91,10 +78,49 @@ class CooccurrenceObserver(eqx.Module):
         obs["p_k3"] = jnp.mean(jnp.einsum("nlh,nh->nl", p, is3))
         obs["attn_dev"] = jnp.max(jnp.abs(p - 1.0 / L))
         obs["attn_disp"] = jnp.max(jnp.abs(p - self.p0))
-        for k in TYPES:
-            obs[f"S{k}"] = S[k - 1]
-            gk = jnp.where(onehot[:, k - 1] > 0, g, jnp.nan)
-            obs[f"g_ratio_type{k}"] = jnp.nanmax(gk) / jnp.nanmin(gk)
-        obs["S2_over_S3"] = S[1] / S[2]
-        obs["R"] = (S[1] + S[2] + S[3] - S[0]) / (S[0] - S[1])
         return obs
+
+
+def margin_observables(margin: Float[Array, " n"], kind: Int[Array, " n"]) -> dict[str, Array]:
+    """Everything that depends on the margins y_i F(X_i) and sample types alone: `loss`,
+    `loss_type1..4`, `per_sample_loss`, `margin`, `min_margin`, `S1..S4`, `S2_over_S3`, `R`,
+    `R_star` (the balancing fixed point, `balance_fixed_point`), `g_ratio_type1..4`.
+
+    Shared by the full model's observer and the reduced systems of `flowsim.theory`, whose states
+    carry margins but no weights.
+    """
+    ell = jax.nn.softplus(-margin)
+    g = jax.nn.sigmoid(-margin)
+    onehot = (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)  # (n, 4)
+    count = onehot.sum(0)
+    S = g @ onehot
+    obs: dict[str, Array] = {
+        "loss": jnp.mean(ell),
+        "per_sample_loss": ell,
+        "margin": margin,
+        "min_margin": jnp.min(margin),
+    }
+    for k in TYPES:
+        obs[f"loss_type{k}"] = (ell @ onehot[:, k - 1]) / count[k - 1]
+    for k in TYPES:
+        obs[f"S{k}"] = S[k - 1]
+        gk = jnp.where(onehot[:, k - 1] > 0, g, jnp.nan)
+        obs[f"g_ratio_type{k}"] = jnp.nanmax(gk) / jnp.nanmin(gk)
+    obs["S2_over_S3"] = S[1] / S[2]
+    obs["R"] = (S[1] + S[2] + S[3] - S[0]) / (S[0] - S[1])
+    obs["R_star"] = balance_fixed_point(margin, kind)
+    return obs
+
+
+def balance_fixed_point(margin: Float[Array, " n"], kind: Int[Array, " n"]) -> Float[Array, ""]:
+    """R*: the positive root of a R^2 + b R + c (Lem. 4.5/F.6), the value R(t) is pulled towards.
+
+    With D_k = sum over type k of |g'(z_i)| = g_i (1 - g_i): a = D1 + D2, b = D3 + D4 - D1,
+    c = -(2 D1 + D2 + D3) (derivation: `theory/balancing.md`). c < 0 < a, so the root is unique;
+    it lies in (1, 2) iff D4 < 2 D1.
+    """
+    g = jax.nn.sigmoid(-margin)
+    onehot = (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)
+    D = (g * (1 - g)) @ onehot
+    a, b, c = D[0] + D[1], D[2] + D[3] - D[0], -(2 * D[0] + D[1] + D[2])
+    return (-b + jnp.sqrt(b * b - 4 * a * c)) / (2 * a)

@@ -1,6 +1,7 @@
 """Tracked quantities (`flowsim/observables.py`) against direct numpy computations."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -67,3 +68,18 @@ def test_attention_quantities(perturbed, small_setup):
     assert obs["p_k3"] == pytest.approx(np.mean(k3), rel=1e-12)
     at_init = s.observer(0.0, s.problem.params0, s.problem)
     assert float(at_init["attn_disp"]) <= 1e-15
+
+
+def test_balance_fixed_point_is_the_root_of_the_balancing_quadratic():
+    from flowsim.observables import balance_fixed_point
+
+    rng = np.random.default_rng(0)
+    kind = np.repeat([1, 2, 3, 4], [6, 2, 2, 2])
+    for _ in range(20):
+        margin = jnp.asarray(rng.uniform(0.5, 6.0, 12))
+        g = 1 / (1 + np.exp(np.asarray(margin)))
+        D = [float((g * (1 - g))[kind == k].sum()) for k in (1, 2, 3, 4)]
+        R = float(balance_fixed_point(margin, jnp.asarray(kind)))
+        poly = (D[0] + D[1]) * R ** 2 + (D[2] + D[3] - D[0]) * R - (2 * D[0] + D[1] + D[2])
+        assert R > 0 and abs(poly) < 1e-12 * max(D)
+        assert (1 < R < 2) == (D[3] < 2 * D[0])

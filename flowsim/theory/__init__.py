@@ -10,4 +10,14 @@ from .gram import (
     reduce_problem as reduce_problem,
     wishart_gram as wishart_gram,
 )
-from .predictions import t1_vs_width as t1_vs_width
+from .phase2 import (
+    Phase2Model as Phase2Model,
+    Phase2System as Phase2System,
+    balancing_summary as balancing_summary,
+    compare_phase2 as compare_phase2,
+    loss_law_fit as loss_law_fit,
+    phase2_observer as phase2_observer,
+    phase2_problem as phase2_problem,
+    phase2_scan as phase2_scan,
+)
+from .predictions import t1_scaling as t1_scaling, t1_vs_width as t1_vs_width

@@ -1,0 +1,297 @@
+"""The paper's Phase-2 approximate system (Def. F.1 / Lem. F.6) and its two Phase-2 predictions:
+the loss law L(t) = 1/(c N (t - T1) + 1/L(T1)) (Thm. F.8) and automatic balancing (Lem. 4.4/4.5).
+
+In Phase 2 the paper replaces the gradient flow by a small system driven by the per-type gradient
+sums S_k = sum_{i in I_k} g_i (g_i = 1/(1 + e^{z_i}), z_i = y_i F_i the margin):
+
+    dG1/dt = (N/n)(S1 - S2),  dG2/dt = (N/n)(S1 - S3),  dG3/dt = (N/n)(S1 - S2 - S3 - S4),
+    dz_i/dt = (N/n) c_k(S) for i in I_k, with c = (3S1 - S234 - S23, S234 + S2 - 2S1,
+                                                  S234 + S3 - 2S1, S234 - S1),
+    dN/dt = (2 m1/n) sum_i g_i z_i            (exact, Lem. F.4),
+
+(S234 = S2 + S3 + S4, S23 = S2 + S3), i.e. uniform attention, the value term m1 W_V^T W_V g and
+random tokens dropped. `Phase2System` integrates it with `flowsim.integrate` from the full (or
+exact reduced) flow's state at T1 (`phase2_problem`), so it can be laid over the flow after T1
+(`compare_phase2`). Derivations: `theory/phase2_system.md`, `theory/loss_law.md`, `theory/balancing.md`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PyTree
+
+from ..config import n_random_slots
+from ..dynamics import AbstractDynamics
+from ..experiment import enable_precision, min_margin
+from ..flow import FlowSolution, integrate
+from ..model import CooccurrenceTransformer
+from ..observables import TYPES, margin_observables
+from ..problem import Problem, logistic_loss, make_problem
+from ..tasks.cooccurrence import N_SPECIAL, make_dataset
+from ..verdicts import loglog_slope
+from .gram import GramModel, GramObserver, ReducedGramFlow, blocks, gram_problem, wishart_gram
+from .predictions import theory_init_scales
+
+COMPARED_PHASE2 = ("loss", "min_margin", "G1", "G2", "G3", "N", "S1", "S2", "S3", "S4", "R")
+
+
+class Phase2Model(eqx.Module):
+    """State of the Phase-2 system as a model over sample indices: output `F[i]` for input i.
+
+    Trained leaves: `F` (n,) outputs F(X_i), `G` (3,) = G(mu1), G(mu2), G(mu3), `N` = ||W^T a||^2.
+    Frozen: `kind` (n,) sample types 1-4, `m1` = a^T a, and `overlap` (n, n): y_i y_j times the number
+    of random-token occurrences samples i and j share (zero for the paper's system). Since the model maps index i to F_i, the
+    problem's loss, margins and the `min_margin` event mean what they mean for the full model.
+    """
+
+    F: Float[Array, " n"]
+    G: Float[Array, " 3"]
+    N: Float[Array, ""]
+    kind: Int[Array, " n"] | None
+    m1: Float[Array, ""] | None
+    overlap: Float[Array, "n n"] | None
+
+    def __call__(self, i: Int[Array, ""]) -> Float[Array, ""]:
+        return self.F[i]
+
+
+_TRAIN = Phase2Model(True, True, True, False, False, False)  # type: ignore[arg-type]
+
+
+def _type_sums(problem: Problem, state: Phase2Model) -> tuple[Array, Array, Array, Phase2Model]:
+    model = problem.model(state)
+    z = problem.targets * model.F
+    g = jax.nn.sigmoid(-z)
+    onehot = (model.kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(z.dtype)
+    return z, g, onehot, model
+
+
+class Phase2System(AbstractDynamics):
+    """Def. F.1 / Lem. F.6: G1, G2, G3, the margins and N driven by S_k (module docstring).
+
+    Integrate it on a problem from [`phase2_problem`][]; the state is that problem's `Phase2Model`.
+    With `phase2_problem(..., random_tokens=True)` the margins also get the term the paper drops as
+    o(1): each random token's own G moves at (N/n) sum_{j contains it} g_j y_j, and that moves the
+    margin of every sample containing it ((N/n) overlap @ g).
+    """
+
+    def vector_field(self, t: Array, state: Phase2Model, problem: Problem) -> Phase2Model:
+        z, g, onehot, model = _type_sums(problem, state)
+        S1, S2, S3, S4 = g @ onehot
+        S234 = S2 + S3 + S4
+        rate = model.N / problem.n
+        dG = rate * jnp.stack([S1 - S2, S1 - S3, S1 - S234])
+        c = jnp.stack([3 * S1 - S234 - S2 - S3, S234 + S2 - 2 * S1, S234 + S3 - 2 * S1, S234 - S1])
+        dz = rate * (onehot @ c + model.overlap @ g)
+        dN = 2 * model.m1 / problem.n * (g @ z)
+        return Phase2Model(problem.targets * dz, dG, dN, None, None, None)
+
+
+def _G_N_m1(model: CooccurrenceTransformer | GramModel) -> tuple[Array, Array, Array]:
+    """(G(mu1..mu3), N, m1) of a full or exact-reduced co-occurrence model."""
+    if isinstance(model, GramModel):
+        u = blocks(model.d)[3]
+        return model.G()[:3], model.M[u, u], model.m1
+    u = model.u()
+    return model.G()[:3], u @ u, model.a @ model.a
+
+
+def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens: bool = False) -> Problem:
+    """The Phase-2 system's problem started at `params` (e.g. the flow's state at T1) of a full
+    co-occurrence problem or of an exact reduced one (`flowsim.theory.reduce_problem`).
+
+    F, G(mu1..3) and N are taken from the model at `params`; `kind` gives the sample types;
+    `random_tokens` keeps the random tokens' contribution to the margins (see `Phase2System`).
+    """
+    model = problem.model(params)
+    G, N, m1 = _G_N_m1(model)
+    F = problem.outputs(params)
+    overlap = jnp.zeros((problem.n, problem.n), F.dtype)
+    if random_tokens:
+        tokens = problem.inputs
+        counts = jax.nn.one_hot(tokens, int(jnp.max(tokens)) + 1, dtype=F.dtype).sum(1)[:, N_SPECIAL:]
+        yy = problem.targets
+        overlap = (yy[:, None] * yy[None, :]) * (counts @ counts.T)
+    p2 = Phase2Model(F, G, N, jnp.asarray(kind), jnp.asarray(m1, F.dtype), overlap)
+    return make_problem(p2, jnp.arange(problem.n), problem.targets, logistic_loss, _TRAIN)
+
+
+def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
+    """`flowsim.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names."""
+    model = problem.model(params)
+    obs = margin_observables(problem.targets * model.F, model.kind)
+    obs.update(G1=model.G[0], G2=model.G[1], G3=model.G[2], N=model.N)
+    return obs
+
+
+def _rel_error(approx: np.ndarray, ref: np.ndarray, pointwise: bool) -> float:
+    """Max |approx - ref| relative to |ref| pointwise (positive quantities such as the loss), or to
+    max |ref| over the window (signed quantities)."""
+    err = np.abs(approx - ref)
+    scale = np.abs(ref) if pointwise else np.max(np.abs(ref))
+    return float(np.max(err / scale))
+
+
+def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_tokens: bool = False,
+                   rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+    """Run the Phase-2 system from the flow's state at T1 and compare it with the flow after T1.
+
+    `flow` must come from `integrate(..., event=min_margin)` on `problem` (full or exact reduced)
+    with an observer that records the names of `COMPARED_PHASE2` (`CooccurrenceObserver` or
+    `GramObserver`). Errors are taken at the flow's save times after T1: pointwise relative for the
+    positive quantities (loss, N, S_k), relative to the window's max |value| for the signed ones.
+
+    **Returns** a dict: `t1`, `ts` (T1 and the later save times), `approx` and `flow` (observables on
+    `ts`), `max_rel_error` per name, `worst` (name and value), `result` (the diffrax result) and
+    `value_term_ratio` = m1 mean_k ||W_V mu_k||^2 / N at T1: the size of the dropped value term of
+    dG/dt (m1 W_V^T W_V g) relative to the kept one (N g); the system is a good approximation
+    only where it is small, i.e. m >> m1/L under the theory init (`theory/phase2_system.md`).
+    Raises `ValueError` if the flow's event did not fire.
+    """
+    if flow.event_params is None:
+        raise ValueError("compare_phase2 needs a flow whose Phase-1 event (min_margin) fired")
+    t1 = float(flow.event_time)
+    later = flow.ts > t1
+    if later.sum() < 1:
+        raise ValueError(f"no save time after T1 = {t1:.4g}")
+    ts = np.concatenate([[t1], flow.ts[later]])
+    p2 = phase2_problem(problem, flow.event_params, kind, random_tokens)
+    sol = integrate(Phase2System(), p2, jnp.asarray(ts), phase2_observer, rtol=rtol, atol=atol)
+    ref = {k: np.concatenate([[flow.event_obs[k]], flow.obs[k][later]]) for k in COMPARED_PHASE2}
+    approx = {k: sol.obs[k] for k in COMPARED_PHASE2}
+    positive = {"loss", "N", "S1", "S2", "S3", "S4"}
+    errors = {k: _rel_error(approx[k][1:], ref[k][1:], k in positive) for k in COMPARED_PHASE2}
+    worst = max(errors, key=lambda k: errors[k])
+    v = np.mean([flow.event_obs[f"v_{k}{k}"] for k in (1, 2, 3)])
+    return {"t1": t1, "ts": ts, "approx": approx, "flow": ref, "max_rel_error": errors,
+            "worst": (worst, errors[worst]), "result": sol.result,
+            "value_term_ratio": float(p2.frozen.m1 * v / flow.event_obs["N"])}
+
+
+def loss_law_fit(t: np.ndarray, loss: np.ndarray, N: np.ndarray, t1: float, loss_t1: float,
+                 N_t1: float) -> dict[str, float]:
+    """Fit Thm. F.8's law 1/L(t) = c int_{T1}^t N ds + 1/L(T1) to a loss trajectory after T1.
+
+    One parameter, c, by least squares through the origin of 1/L(t) - 1/L(T1) on X(t) = int N ds
+    (trapezoid on the save grid, from the state at T1); also `c_const` with the paper's constant
+    N = N(T1), X = N(T1)(t - T1). The law holds if c is constant: `c_first_half`/`c_second_half` are
+    the same fit on each half of the Phase-2 save times, and `max_rel_error` is the max relative
+    error of the fitted law on the loss. `slope` (and `ci95`) is the log-log slope of L vs t - T1 on
+    [T/10, T] (predicted -1 once c N (t - T1) >> 1/L(T1)).
+    """
+    sel = t > t1
+    tt = np.concatenate([[t1], t[sel]])
+    ll = np.concatenate([[loss_t1], loss[sel]])
+    nn = np.concatenate([[N_t1], N[sel]])
+    X = np.concatenate([[0.0], np.cumsum(0.5 * (nn[1:] + nn[:-1]) * np.diff(tt))])[1:]
+    Y = 1.0 / ll[1:] - 1.0 / loss_t1
+    X_const = N_t1 * (tt[1:] - t1)
+
+    def fit(x: np.ndarray, y: np.ndarray) -> float:
+        return float(x @ y / (x @ x))
+
+    c = fit(X, Y)
+    half = len(X) // 2
+    pred = 1.0 / (c * X + 1.0 / loss_t1)
+    T = float(tt[-1])
+    window = tt[1:] >= T / 10
+    slope, ci = loglog_slope(tt[1:][window] - t1, ll[1:][window]) if window.sum() >= 3 else (np.nan, np.nan)
+    return {"c": c, "c_const": fit(X_const, Y), "c_first_half": fit(X[:half], Y[:half]),
+            "c_second_half": fit(X[half:], Y[half:]),
+            "max_rel_error": float(np.max(np.abs(pred / ll[1:] - 1.0))),
+            "slope": float(slope), "ci95": float(ci), "loss_T1": float(loss_t1), "loss_T": float(ll[-1]),
+            "N_T1": float(N_t1), "N_T": float(nn[-1])}
+
+
+def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> dict[str, float]:
+    """Lem. 4.4/4.5 and Cor. F.2 on the save times after T1: the range of S2/S3, of R and of its
+    fixed point R* (`flowsim.observables.balance_fixed_point`), |R - R*| at the end, and the largest
+    within-type ratio g_i/g_j."""
+    sel = t > t1
+    r23, R, Rs = obs["S2_over_S3"][sel], obs["R"][sel], obs["R_star"][sel]
+    return {"S2_over_S3_worst": float(np.max(np.maximum(r23, 1 / r23))),
+            "R_min": float(np.min(R)), "R_max": float(np.max(R)), "R_T": float(R[-1]),
+            "R_star_min": float(np.min(Rs)), "R_star_max": float(np.max(Rs)), "R_star_T": float(Rs[-1]),
+            "R_minus_R_star_T": float(R[-1] - Rs[-1]),
+            "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES))}
+
+
+PHASE2_ERROR_PREDICTED = -1.0
+PHASE2_ERROR_TOLERANCE = 0.3
+
+
+def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[int], *, n: int = 24,
+                m: int = 16384, L: int = 5, m1: int = 256, horizon_m: float = 300.0 * 128, n_save: int = 60,
+                rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+    """Phase-2 predictions on the exact reduced flow in the theory's regime, across widths m or
+    sample counts n (the other fixed), with seeds.
+
+    Regime: theory init (sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1), M(0) by `wishart_gram`) and
+    distinct random tokens (d = 3 + `n_random_slots(n, L)`, the smallest vocabulary that allows it).
+    Each run: the exact reduced flow (`ReducedGramFlow`) with the `min_margin` event on
+    [0, horizon_m / m] (time scales as 1/m under this init; the default is the paper's T = 300 at
+    m = 128), then on its save times after T1: the paper's Phase-2 system vs the flow and the same
+    system with the random tokens kept (`compare_phase2`), the loss-law fit (`loss_law_fit`) and the
+    balancing figures (`balancing_summary`).
+
+    The Phase-2 system drops two terms (`theory/phase2_system.md`): the value term, relative size
+    m1/(L m), and the random tokens' own G, relative size ~ L/n. So the predicted log-log slopes are
+    -1 for the error of the system with random tokens vs m, and -1 for the paper's system vs n
+    (at m large enough that the value term is negligible); `holds` uses |slope + 1| <= ci95 + 0.3.
+
+    One compiled solve serves every width and seed (m, m1 are arrays of the reduced problem); each
+    n compiles its own (the shapes change).
+
+    **Returns** a dict: `rows` (one per run: n, m, seed, T1, value_term_ratio, errors `err_<name>` of
+    the paper's system and `err_rand_<name>` of the one with random tokens, loss-law and balancing
+    figures), `error_key` (the error the axis predicts: err_rand_loss for m, err_loss for n),
+    `slope`, `ci95`, `predicted`, `holds` and `config`.
+    """
+    if axis not in ("m", "n"):
+        raise ValueError(f"axis must be 'm' or 'n', got {axis!r}")
+    dtype = enable_precision("float64")
+    rows: list[dict[str, Any]] = []
+    for value in values:
+        nn, mm = (n, int(value)) if axis == "m" else (int(value), m)
+        d = 3 + n_random_slots(nn, L)
+        for seed in seeds:
+            data = make_dataset(nn, L, d, seed, True)
+            s0, s1 = theory_init_scales(mm, m1, L)
+            M0 = wishart_gram(jax.random.PRNGKey(seed), d, mm, m1, s0, s1, dtype)
+            problem = gram_problem(M0, float(mm), float(m1), data.tokens, jnp.asarray(data.y, dtype))
+            T = horizon_m / mm
+            ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(T * 1e-3, T, n_save)]), dtype)
+            sol = integrate(ReducedGramFlow(), problem, ts, GramObserver.at_init(problem, data.kind),
+                            event=min_margin, rtol=rtol, atol=atol)
+            row: dict[str, Any] = {"n": nn, "m": mm, "d": d, "seed": int(seed), "T1": sol.event_time,
+                                   "result": sol.result}
+            if sol.event_obs is not None and sol.ok:
+                paper = compare_phase2(sol, problem, data.kind, rtol=rtol, atol=atol)
+                rand = compare_phase2(sol, problem, data.kind, random_tokens=True, rtol=rtol, atol=atol)
+                e = sol.event_obs
+                row.update(value_term_ratio=paper["value_term_ratio"],
+                           **{f"err_{k}": v for k, v in paper["max_rel_error"].items()},
+                           **{f"err_rand_{k}": v for k, v in rand["max_rel_error"].items()},
+                           R_T_paper_system=float(paper["approx"]["R"][-1]),
+                           **loss_law_fit(sol.ts, sol.obs["loss"], sol.obs["N"], sol.event_time,
+                                          float(e["loss"]), float(e["N"])),
+                           **balancing_summary(sol.ts, sol.obs, sol.event_time))
+            rows.append(row)
+    key = "err_rand_loss" if axis == "m" else "err_loss"
+    ok = [r for r in rows if key in r]
+    x = np.array([r[axis] for r in ok], float)
+    err = np.array([r[key] for r in ok], float)
+    slope, ci = loglog_slope(x, err) if np.unique(x).size >= 2 else (float("nan"),) * 2
+    holds = bool(abs(slope - PHASE2_ERROR_PREDICTED) <= ci + PHASE2_ERROR_TOLERANCE)
+    return {"rows": rows, "axis": axis, "error_key": key, "slope": float(slope), "ci95": float(ci),
+            "predicted": PHASE2_ERROR_PREDICTED, "tolerance": PHASE2_ERROR_TOLERANCE, "holds": holds,
+            "config": {"axis": axis, "values": [int(v) for v in values], "seeds": [int(s) for s in seeds],
+                       "n": n, "m": m, "L": L, "m1": m1, "distinct_tokens": True,
+                       "horizon": f"{horizon_m} / m", "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
+                       "rtol": rtol, "atol": atol}}
