@@ -57,6 +57,10 @@ def test_loss_law_holds_at_large_width(scan_m):
             assert abs(r["c_second_half"] / r["c_first_half"] - 1) < 0.1
             assert abs(r["slope"] + 1) < 0.1
             assert r["max_rel_error"] < 0.3
+            # c is what the margins predict once the random tokens' own G are counted; the paper's
+            # system alone (Phi(S) only) predicts a c several times too small at this n.
+            assert abs(r["c_random_T"] / r["c_second_half"] - 1) < 0.1
+            assert r["c_paper_T"] < 0.5 * r["c_second_half"]
 
 
 def test_balancing_figures(scan_n):
@@ -77,7 +81,9 @@ def test_loss_law_fit_recovers_a_known_law():
     N = 10 + 0.1 * t
     X = 10 * (t - t1) + 0.05 * (t ** 2 - t1 ** 2)
     loss = 1 / (c * X + 1 / loss_t1)
-    fit = loss_law_fit(t, loss, N, t1, loss_t1, 10 + 0.1 * t1)
+    margin = np.ones((t.size, 12))
+    fit = loss_law_fit(t, {"loss": loss, "N": N, "margin": margin}, t1, {"loss": loss_t1, "N": 10 + 0.1 * t1},
+                       np.repeat([1, 2, 3, 4], [6, 2, 2, 2]))
     assert fit["c"] == pytest.approx(c, rel=1e-3)
     assert fit["max_rel_error"] < 1e-3
     assert fit["c_first_half"] == pytest.approx(fit["c_second_half"], rel=1e-2)

@@ -112,14 +112,18 @@ def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens:
     model = problem.model(params)
     G, N, m1 = _G_N_m1(model)
     F = problem.outputs(params)
-    overlap = jnp.zeros((problem.n, problem.n), F.dtype)
     if random_tokens:
-        tokens = problem.inputs
-        counts = jax.nn.one_hot(tokens, int(jnp.max(tokens)) + 1, dtype=F.dtype).sum(1)[:, N_SPECIAL:]
-        yy = problem.targets
-        overlap = (yy[:, None] * yy[None, :]) * (counts @ counts.T)
+        overlap = random_token_overlap(problem.inputs, problem.targets)
+    else:
+        overlap = jnp.zeros((problem.n, problem.n), F.dtype)
     p2 = Phase2Model(F, G, N, jnp.asarray(kind), jnp.asarray(m1, F.dtype), overlap)
     return make_problem(p2, jnp.arange(problem.n), problem.targets, logistic_loss, _TRAIN)
+
+
+def random_token_overlap(tokens: Int[Array, "n L"], y: Float[Array, " n"]) -> Float[Array, "n n"]:
+    """Omega_ij = y_i y_j sum_r count_i(r) count_j(r) over random tokens r (diagonal for distinct tokens)."""
+    counts = jax.nn.one_hot(tokens, int(jnp.max(tokens)) + 1, dtype=y.dtype).sum(1)[:, N_SPECIAL:]
+    return (y[:, None] * y[None, :]) * (counts @ counts.T)
 
 
 def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
@@ -174,21 +178,28 @@ def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_
             "value_term_ratio": float(p2.frozen.m1 * v / flow.event_obs["N"])}
 
 
-def loss_law_fit(t: np.ndarray, loss: np.ndarray, N: np.ndarray, t1: float, loss_t1: float,
-                 N_t1: float) -> dict[str, float]:
-    """Fit Thm. F.8's law 1/L(t) = c int_{T1}^t N ds + 1/L(T1) to a loss trajectory after T1.
+def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: dict[str, Any],
+                 kind: np.ndarray, overlap: np.ndarray | None = None) -> dict[str, float]:
+    """Fit Thm. F.8's law 1/L(t) = c int_{T1}^t N ds + 1/L(T1) to a run's loss after T1.
 
-    One parameter, c, by least squares through the origin of 1/L(t) - 1/L(T1) on X(t) = int N ds
-    (trapezoid on the save grid, from the state at T1); also `c_const` with the paper's constant
-    N = N(T1), X = N(T1)(t - T1). The law holds if c is constant: `c_first_half`/`c_second_half` are
-    the same fit on each half of the Phase-2 save times, and `max_rel_error` is the max relative
-    error of the fitted law on the loss. `slope` (and `ci95`) is the log-log slope of L vs t - T1 on
-    [T/10, T] (predicted -1 once c N (t - T1) >> 1/L(T1)).
+    `obs` holds `loss`, `N` and `margin` on the save times `t`; `at_t1` the same names at T1; `kind`
+    the sample types. One parameter, c, by least squares through the origin of 1/L(t) - 1/L(T1) on
+    X(t) = int N ds (trapezoid on the save grid, from the state at T1); also `c_const` with the paper's
+    constant N = N(T1), X = N(T1)(t - T1). The law holds if c is constant: `c_first_half` and
+    `c_second_half` are the same fit on each half of the Phase-2 save times; `max_rel_error` is the
+    max relative error of the fitted law on the loss. `slope`, `ci95`: log-log slope of L vs t - T1
+    on [T/10, T] (predicted -1 once c N (t - T1) >> 1/L(T1), if N is constant).
+
+    Predicted constants from the margins at T (`theory/loss_law.md`): `c_paper_T` = Phi(S) / (n L)^2,
+    Phi = (S1-S2)^2 + (S1-S3)^2 + (S1-S2-S3-S4)^2, what the paper's Phase-2 system gives; with
+    `overlap` (`random_token_overlap`) also `c_random_T` = (Phi + g^T overlap g) / (n L)^2, which adds
+    the random tokens' own G.
     """
     sel = t > t1
+    loss_t1, N_t1 = float(at_t1["loss"]), float(at_t1["N"])
     tt = np.concatenate([[t1], t[sel]])
-    ll = np.concatenate([[loss_t1], loss[sel]])
-    nn = np.concatenate([[N_t1], N[sel]])
+    ll = np.concatenate([[loss_t1], obs["loss"][sel]])
+    nn = np.concatenate([[N_t1], obs["N"][sel]])
     X = np.concatenate([[0.0], np.cumsum(0.5 * (nn[1:] + nn[:-1]) * np.diff(tt))])[1:]
     Y = 1.0 / ll[1:] - 1.0 / loss_t1
     X_const = N_t1 * (tt[1:] - t1)
@@ -202,11 +213,19 @@ def loss_law_fit(t: np.ndarray, loss: np.ndarray, N: np.ndarray, t1: float, loss
     T = float(tt[-1])
     window = tt[1:] >= T / 10
     slope, ci = loglog_slope(tt[1:][window] - t1, ll[1:][window]) if window.sum() >= 3 else (np.nan, np.nan)
-    return {"c": c, "c_const": fit(X_const, Y), "c_first_half": fit(X[:half], Y[:half]),
-            "c_second_half": fit(X[half:], Y[half:]),
-            "max_rel_error": float(np.max(np.abs(pred / ll[1:] - 1.0))),
-            "slope": float(slope), "ci95": float(ci), "loss_T1": float(loss_t1), "loss_T": float(ll[-1]),
-            "N_T1": float(N_t1), "N_T": float(nn[-1])}
+    g = 1.0 / (1.0 + np.exp(np.asarray(obs["margin"][-1], float)))
+    kind = np.asarray(kind)
+    S1, S2, S3, S4 = (g[kind == k].sum() for k in TYPES)
+    phi = (S1 - S2) ** 2 + (S1 - S3) ** 2 + (S1 - S2 - S3 - S4) ** 2
+    scale = (len(kind) * ll[-1]) ** 2
+    out = {"c": c, "c_const": fit(X_const, Y), "c_first_half": fit(X[:half], Y[:half]),
+           "c_second_half": fit(X[half:], Y[half:]), "c_paper_T": float(phi / scale),
+           "max_rel_error": float(np.max(np.abs(pred / ll[1:] - 1.0))),
+           "slope": float(slope), "ci95": float(ci), "loss_T1": loss_t1, "loss_T": float(ll[-1]),
+           "N_T1": N_t1, "N_T": float(nn[-1])}
+    if overlap is not None:
+        out["c_random_T"] = float((phi + g @ np.asarray(overlap) @ g) / scale)
+    return out
 
 
 def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> dict[str, float]:
@@ -279,8 +298,8 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
                            **{f"err_{k}": v for k, v in paper["max_rel_error"].items()},
                            **{f"err_rand_{k}": v for k, v in rand["max_rel_error"].items()},
                            R_T_paper_system=float(paper["approx"]["R"][-1]),
-                           **loss_law_fit(sol.ts, sol.obs["loss"], sol.obs["N"], sol.event_time,
-                                          float(e["loss"]), float(e["N"])),
+                           **loss_law_fit(sol.ts, sol.obs, sol.event_time, e, data.kind,
+                                          random_token_overlap(problem.inputs, problem.targets)),
                            **balancing_summary(sol.ts, sol.obs, sol.event_time))
             rows.append(row)
     key = "err_rand_loss" if axis == "m" else "err_loss"
