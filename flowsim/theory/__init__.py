@@ -1,5 +1,10 @@
 """Reduced systems of the co-occurrence transformer's gradient flow (see `theory/` for derivations)."""
 
+from .attention import (
+    attention_displacement_vs_L as attention_displacement_vs_L,
+    score_change_projections as score_change_projections,
+    theory_C_scale as theory_C_scale,
+)
 from .gram import (
     GramModel as GramModel,
     GramObserver as GramObserver,
@@ -21,4 +26,9 @@ from .phase2 import (
     phase2_scan as phase2_scan,
     random_token_overlap as random_token_overlap,
 )
-from .predictions import t1_scaling as t1_scaling, t1_vs_width as t1_vs_width
+from .predictions import (
+    initial_rate as initial_rate,
+    t1_full_model as t1_full_model,
+    t1_scaling as t1_scaling,
+    t1_vs_width as t1_vs_width,
+)
