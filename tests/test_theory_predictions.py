@@ -66,3 +66,16 @@ def test_t1_scales_as_inverse_sigma1_squared_at_small_initial_outputs():
     assert np.all(np.isfinite(t1)) and np.all(t1 > 0), res["rows"]
     assert max(r["G0_scale"] for r in res["rows"]) < 0.15
     assert -2.3 <= res["slope"] <= -1.7, res["slope"]
+
+
+@pytest.mark.slow
+def test_t1_full_model_follows_the_initial_rate_outside_the_theory_regime(small_config):
+    # Kaiming init, tokens with replacement: T1 ~ 1/rate with the rate measured at init (Lem 4.1),
+    # and the exact reduced flow from the same init gives the same T1. (Slow: one compile per width.)
+    from flowsim.theory.predictions import t1_full_model
+
+    res = t1_full_model(small_config.replace(m1=256), [16, 64, 256], [0, 1], horizon=5.0)
+    assert all(r["result"] == "successful" and np.isfinite(r["T1"]) for r in res["rows"])
+    assert res["holds"], (res["slope"], res["ci95"])
+    assert res["slope"] < -0.5
+    assert res["max_rel_diff_reduced"] < 1e-5
