@@ -4,6 +4,8 @@
     flowsim plot DIR                                                redraw a run's figures
     flowsim sweep SPEC [--out DIR] [--workers N] [--dask] [--new]   resumable parameter sweep
     flowsim phase-diagram RESULTS --x FIELD [--y FIELD] --measure NAME [--out PNG]
+    flowsim compare [--dynamics gf,igr,sme] [--lrs ...]             continuous models vs GD/SGD
+    flowsim theory NAME --values GRID [--axis A] [--seeds S] [--set KEY=VALUE ...]   one prediction
 
 Every `Config` field is an option named after it (`--n`, `--L`, `--init-scale`, `--lr`, ...). Bad
 input exits with status 2 and a one-line message naming the field and its allowed range.
@@ -73,7 +75,34 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=pathlib.Path)
     _add_sweep_parsers(sub)
     _add_compare_parser(sub)
+    _add_theory_parser(sub)
     return p
+
+
+# `flowsim theory NAME`: the prediction functions of flowsim.theory (first positional argument: the
+# grid, second: the seeds); `--set key=value` passes any of their keyword options.
+_THEORY = {
+    "t1": ("t1_scaling", "T1 along one axis (m, m1, sigma1) on the exact reduced flow"),
+    "t1-full": ("t1_full_model", "T1 vs width with the full model (any Config regime) vs Lem 4.1's rate"),
+    "phase2": ("phase2_scan", "the paper's Phase-2 system, loss law and balancing, across m or n"),
+    "displacement": ("attention_displacement_vs_L", "attention displacement at a loss target vs L"),
+    "scores": ("score_change_projections", "C_ij projections of the score change vs width"),
+}
+
+
+def _add_theory_parser(sub) -> None:
+    th = sub.add_parser("theory", help="measure one of the paper's predictions (flowsim.theory) and save its table",
+                        description="; ".join(f"{k}: {v[1]}" for k, v in _THEORY.items()))
+    th.add_argument("prediction", choices=sorted(_THEORY))
+    th.add_argument("--axis", help="t1: m, m1 or sigma1; phase2: m or n")
+    th.add_argument("--values", type=_csv(float), required=True,
+                    help="comma-separated grid (widths, m1, sigma1, n or L, by prediction)")
+    th.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    th.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="keyword option of the prediction function (repeatable), e.g. --set n=24")
+    th.add_argument("--out", type=pathlib.Path, help="JSON path (default runs/theory-<name>-<timestamp>.json)")
+    th.add_argument("--config", type=pathlib.Path, help="t1-full: JSON or TOML file of config fields")
+    _add_config_options(th)
 
 
 def _csv(kind):
@@ -209,6 +238,70 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _theory_kwargs(fn, pairs: list[str]) -> dict:
+    """Parse `key=value` options against `fn`'s keyword-only parameters (typed by their annotations)."""
+    import inspect
+
+    params = {k: p for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in params:
+            raise ConfigError(f"invalid --set {pair!r}: expected KEY=VALUE with KEY one of {sorted(params)}")
+        kind = str(params[key].annotation).split("|")[0].strip()  # e.g. "int", "float", "bool", "Literal[...]"
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                out[key] = text.lower() in ("true", "1")
+            elif kind == "int":
+                out[key] = int(text)
+            elif kind == "float":
+                out[key] = float(text)
+            else:
+                out[key] = text
+        except ValueError as e:
+            raise ConfigError(f"invalid --set {pair!r}: {e}") from e
+    return out
+
+
+def _cmd_theory(args: argparse.Namespace) -> int:
+    from . import theory
+    from .results import package_versions, write_json
+
+    name = args.prediction
+    fn = getattr(theory, _THEORY[name][0])
+    kwargs = _theory_kwargs(fn, args.set)
+    ints = name != "t1" or args.axis != "sigma1"
+    values = [int(v) if ints and float(v).is_integer() else v for v in args.values]
+    if ints and any(not float(v).is_integer() or v < 1 for v in args.values):
+        raise ConfigError(f"invalid values={args.values}: {name} needs positive integers here")
+    if name in ("t1", "phase2"):
+        if args.axis is None:
+            raise ConfigError(f"theory {name} needs --axis ({'m, m1 or sigma1' if name == 't1' else 'm or n'})")
+        call = lambda: fn(args.axis, values, args.seeds, **kwargs)  # noqa: E731
+    elif name == "t1-full":
+        call = lambda: fn(_config_from_args(args), values, args.seeds, **kwargs)  # noqa: E731
+    else:
+        call = lambda: fn(values, args.seeds, **kwargs)  # noqa: E731
+    t0 = time.perf_counter()
+    try:
+        res = call()
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    out = args.out or pathlib.Path("runs") / datetime.datetime.now().strftime(f"theory-{name}-%Y%m%d-%H%M%S.json")
+    write_json(out, {"prediction": name, "function": f"flowsim.theory.{fn.__name__}", "arguments": {
+        "axis": args.axis, "values": values, "seeds": args.seeds, **kwargs}, **res, "versions": package_versions()})
+    for row in res.get("rows", []):
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                        if isinstance(v, int | float | str)))
+    summary = {k: res[k] for k in ("slope", "ci95", "predicted", "bound_exponent", "holds", "signs_hold",
+                                   "ratio_holds", "scaling_holds") if k in res}
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print(f"wall time {time.perf_counter() - t0:.1f} s; table in {out}")
+    return 0
+
+
 def _cmd_phase_diagram(args: argparse.Namespace) -> int:
     from . import phase_diagram
 
@@ -221,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": _cmd_run, "plot": _cmd_plot, "sweep": _cmd_sweep,
-                "phase-diagram": _cmd_phase_diagram, "compare": _cmd_compare}[args.command](args)
+                "phase-diagram": _cmd_phase_diagram, "compare": _cmd_compare,
+                "theory": _cmd_theory}[args.command](args)
     except ConfigError as e:
         parser.exit(2, f"flowsim: error: {e}\n")
     except FileNotFoundError as e:

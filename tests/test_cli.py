@@ -1,5 +1,6 @@
 """The command line (`flowsim/cli.py`): bad input exits 2 with one line, a small run writes a folder."""
 
+import json
 import subprocess
 import sys
 
@@ -45,3 +46,29 @@ def test_run_and_plot_small_config(tmp_path, capsys):
         (out / png).unlink()
     assert main(["plot", str(out)]) == 0
     assert (out / "balancing.png").is_file()
+
+
+def test_theory_command_measures_a_prediction(tmp_path, capsys):
+    out = tmp_path / "t1.json"
+    argv = ["theory", "t1", "--axis", "m", "--values", "256,1024,4096", "--seeds", "0",
+            "--set", "n=12", "--set", "L=3", "--set", "d=12", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["function"] == "flowsim.theory.t1_scaling" and len(res["rows"]) == 3
+    assert res["arguments"]["n"] == 12 and "versions" in res
+    assert -1.3 < res["slope"] < -0.6
+    assert "slope=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["theory", "t1", "--values", "256"], "needs --axis"),
+    (["theory", "phase2", "--axis", "m", "--values", "256", "--set", "foo=1"], "KEY one of"),
+    (["theory", "t1", "--axis", "m", "--values", "256", "--set", "n=1.5"], "invalid --set 'n=1.5'"),
+    (["theory", "phase2", "--axis", "q", "--values", "256"], "axis must be 'm' or 'n'"),
+    (["theory", "scores", "--values", "25.5"], "positive integers"),
+])
+def test_theory_command_bad_input_exits_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
