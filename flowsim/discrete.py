@@ -114,7 +114,8 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
     def segment(carry, xs):
         k0, length = xs
         carry = advance(*carry, k0, length, keys)
-        _progress.tick(bar, length)
+        if bar is not None:  # static: without a bar the program has no host callback (so it is cacheable)
+            _progress.tick(bar, length)
         return carry, observe(k0 + length, carry[0])
 
     (params, _, bad), obs = jax.lax.scan(segment, (params0, vel0, bad0), (steps[:-1], lengths))
@@ -123,6 +124,11 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
     obs = jax.tree.map(lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis)
                                                      if batched else b], axis=axis), obs0, obs)
     return obs, params, bad
+
+
+def _bar_arg(bar: int) -> Array | None:
+    """The bar id as a traced argument (one program for every bar), or None (static) without a bar."""
+    return jnp.asarray(bar) if bar else None
 
 
 def _update(lr: float, momentum: float, weight_decay: float) -> _Update:
@@ -165,7 +171,7 @@ def gradient_descent(problem: Problem, lr: float, steps: Array, observer: Observ
     steps = _check_steps(steps)
     with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
         out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), None, 0,
-                   jnp.asarray(bar))
+                   _bar_arg(bar))
     return _finish(steps, lr, out)
 
 
@@ -189,5 +195,5 @@ def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_
     keys = _spread(jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds))
     with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
         out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), keys, batch_size,
-                   jnp.asarray(bar), sampling)
+                   _bar_arg(bar), sampling)
     return _finish(steps, lr, out)

@@ -102,3 +102,16 @@ def test_bad_step_grid_is_rejected(small_setup):
         gradient_descent(small_setup.problem, 0.1, np.array([1, 2]), small_setup.observer)
     with pytest.raises(ValueError, match="batch_size"):
         sgd(small_setup.problem, 0.1, np.array([0, 2]), small_setup.observer, batch_size=99)
+
+
+def test_progress_bar_advances_to_the_step_count(small_setup, capsys):
+    # With a bar the compiled loop ticks it through a host callback; without one (the default) the
+    # program has no callback at all, and both give the same trajectory.
+    from flowsim.discrete import gradient_descent
+
+    s = small_setup
+    steps = np.array([0, 5, 20])
+    with_bar = gradient_descent(s.problem, 0.05, steps, s.observer, progress=True)
+    plain = gradient_descent(s.problem, 0.05, steps, s.observer)
+    assert "20/20" in capsys.readouterr().err
+    np.testing.assert_array_equal(with_bar.obs["loss"], plain.obs["loss"])
