@@ -10,7 +10,8 @@ after T1, the loss law of Thm F.8 and automatic balancing (Lem 4.4/4.5, Cor F.2)
      the random tokens' own G).
 2. The full model at the paper's sizes (n=60, L=5, m=128, m1=256), flow to T = 300, in the paper's
    experiment (kaiming, tokens with replacement, d=64) and in the theory regime (theory init,
-   distinct tokens, d=163): the same comparisons, loss law and balancing.
+   distinct tokens, d=163): the same comparisons, loss law and balancing, and the same flow with
+   W_Q, W_K frozen at init (`attention_ablation`: how much of the loss decrease needs attention).
 
 Writes experiments/results/theory_phase2.json and theory_phase2.png; prints tables and the wall time.
 """
@@ -38,7 +39,8 @@ def full_model(regime: str) -> dict[str, Any]:
     """Flow of the full model at the paper's sizes in one regime, with the Phase-2 comparisons."""
     from flowsim.config import Config
     from flowsim.experiment import run_flow, setup
-    from flowsim.theory.phase2 import balancing_summary, compare_phase2, loss_law_fit, random_token_overlap
+    from flowsim.theory.phase2 import (attention_ablation, balancing_summary, compare_phase2, loss_law_fit,
+                                       random_token_overlap)
 
     config = Config(**REGIMES[regime])
     s = setup(config)
@@ -54,6 +56,7 @@ def full_model(regime: str) -> dict[str, Any]:
                                      random_token_overlap(s.problem.inputs, s.problem.targets)),
             "balancing": balancing_summary(sol.ts, sol.obs, sol.event_time),
             "R_T_paper_system": float(paper["approx"]["R"][-1]),
+            "attention_ablation": {k: v for k, v in attention_ablation(config).items() if k != "config"},
             "curves": {"t": paper["ts"], "flow_loss": paper["flow"]["loss"], "paper_loss": paper["approx"]["loss"],
                        "rand_loss": rand["approx"]["loss"], "flow_R": paper["flow"]["R"],
                        "paper_R": paper["approx"]["R"],
@@ -136,6 +139,7 @@ def main() -> None:
         print("  paper's system errors:", {k: round(v, 3) for k, v in res["err"].items()})
         print("  + random tokens errors:", {k: round(v, 3) for k, v in res["err_rand"].items()})
         print("  loss law:", {k: round(v, 4) for k, v in res["loss_law"].items()})
+        print("  W_Q, W_K frozen vs trained:", {k: round(v, 6) for k, v in res["attention_ablation"].items()})
         print("  balancing:", {k: round(v, 4) for k, v in res["balancing"].items()},
               "R(T) of the paper's system:", round(res["R_T_paper_system"], 4))
     wall = time.perf_counter() - start

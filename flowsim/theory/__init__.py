@@ -18,6 +18,7 @@ from .gram import (
 from .phase2 import (
     Phase2Model as Phase2Model,
     Phase2System as Phase2System,
+    attention_ablation as attention_ablation,
     balancing_summary as balancing_summary,
     compare_phase2 as compare_phase2,
     loss_law_fit as loss_law_fit,

@@ -17,6 +17,7 @@ exact reduced) flow's state at T1 (`phase2_problem`), so it can be laid over the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from ..config import n_random_slots
+from ..config import Config, n_random_slots
 from ..dynamics import AbstractDynamics
-from ..experiment import enable_precision, min_margin
+from ..experiment import enable_precision, min_margin, run_flow, setup
 from ..flow import FlowSolution, integrate
 from ..model import CooccurrenceTransformer
 from ..observables import TYPES, margin_observables
@@ -314,3 +315,26 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
                        "n": n, "m": m, "L": L, "m1": m1, "distinct_tokens": True,
                        "horizon": f"{horizon_m} / m", "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
                        "rtol": rtol, "atol": atol}}
+
+
+def attention_ablation(config: Config) -> dict[str, Any]:
+    """How much of the loss decrease needs attention to learn: the gradient flow of `config` with all
+    weights trained vs with W_Q, W_K frozen at init (same data, init, solver and save grid).
+
+    The paper's Phase-2 system assumes uniform, frozen attention (`theory/phase2_system.md`, A1), and
+    Thm 3.2 says attention and MLP evolve jointly in Phase 2. Here the question is answered on the
+    flow itself. Reported: T1 of both runs, `max_rel_gap_loss` (pointwise relative loss gap on the
+    save times after both T1's), the final losses and their ratio `loss_T_ratio` (frozen / trained).
+    """
+    s = setup(config)
+    trained = run_flow(s).check()
+    trainable = CooccurrenceTransformer(False, False, True, True, config.train_a)  # type: ignore[arg-type]
+    frozen_problem = make_problem(s.model, s.data.tokens, s.data.y, logistic_loss, trainable)
+    frozen = run_flow(dataclasses.replace(s, problem=frozen_problem)).check()
+    t1 = max(trained.event_time, frozen.event_time)
+    sel = trained.ts > t1
+    a, b = trained.obs["loss"][sel], frozen.obs["loss"][sel]
+    return {"T1": trained.event_time, "T1_frozen": frozen.event_time,
+            "max_rel_gap_loss": float(np.max(np.abs(b / a - 1))), "loss_T": float(a[-1]),
+            "loss_T_frozen": float(b[-1]), "loss_T_ratio": float(b[-1] / a[-1]),
+            "attn_disp_T": float(trained.obs["attn_disp"][-1]), "config": config.to_dict()}
