@@ -110,7 +110,7 @@ def table(t1: dict, t1_full: dict, att: dict, p2: dict) -> list[dict[str, str]]:
          "command": cmd_p2},
         {"prediction": "loss-law constant c from the Phase-2 system", "paper": "c = Θ(1)",
          "theory": f"c_paper/c = {rn[12]['c_paper_T'] / rn[12]['c']:.2f} (n=12) … "
-                   f"{rn[96]['c_paper_T'] / rn[96]['c']:.2f} (n=96); with random tokens "
+                   f"{rn[96]['c_paper_T'] / rn[96]['c']:.2f} (n=96); with random tokens c_random/c = "
                    f"{wide[0]['c_random_T'] / wide[0]['c']:.3f}: paper's **fails** at finite n",
          "experiment": f"c_paper/c = {full['experiment']['loss_law']['c_paper_T'] / full['experiment']['loss_law']['c']:.2f}: **fails**",
          "command": cmd_p2},
