@@ -32,15 +32,15 @@ NS = [12, 24, 48, 96]
 REGIMES = {"experiment": {}, "theory": {"init": "theory", "distinct_tokens": True, "d": 163}}
 ROW_KEYS = ("n", "m", "seed", "value_term_ratio", "err_loss", "err_rand_loss", "c", "c_first_half",
             "c_second_half", "c_paper_T", "c_random_T", "max_rel_error", "slope", "S2_over_S3_worst", "R_min", "R_max", "R_T",
-            "R_star_T", "R_T_paper_system", "g_ratio_max")
+            "R_star_T", "R_star_random_T", "R_T_paper_system", "g_ratio_max")
 
 
 def full_model(regime: str) -> dict[str, Any]:
     """Flow of the full model at the paper's sizes in one regime, with the Phase-2 comparisons."""
     from flowsim.config import Config
     from flowsim.experiment import run_flow, setup
-    from flowsim.theory.phase2 import (attention_ablation, balancing_summary, compare_phase2, loss_law_fit,
-                                       random_token_overlap)
+    from flowsim.observables import random_token_overlap
+    from flowsim.theory.phase2 import attention_ablation, balancing_summary, compare_phase2, loss_law_fit
 
     config = Config(**REGIMES[regime])
     s = setup(config)

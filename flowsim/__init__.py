@@ -32,7 +32,12 @@ from .experiment import (
 from .flow import FlowError as FlowError, FlowSolution as FlowSolution, integrate as integrate
 from .grid import save_steps as save_steps
 from .model import CooccurrenceTransformer as CooccurrenceTransformer, init_transformer as init_transformer
-from .observables import CooccurrenceObserver as CooccurrenceObserver
+from .observables import (
+    CooccurrenceObserver as CooccurrenceObserver,
+    balance_fixed_point as balance_fixed_point,
+    margin_observables as margin_observables,
+    random_token_overlap as random_token_overlap,
+)
 from .problem import Problem as Problem, logistic_loss as logistic_loss, make_problem as make_problem
 from .results import RunData as RunData, load_run as load_run
 from .tasks.cooccurrence import (

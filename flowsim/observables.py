@@ -54,7 +54,8 @@ class CooccurrenceObserver(eqx.Module):
     def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
         model = problem.model(params)
         tokens = problem.inputs
-        obs = margin_observables(problem.targets * problem.outputs(params), self.kind)
+        overlap = random_token_overlap(tokens, problem.targets, model.W_V.shape[1])
+        obs = margin_observables(problem.targets * problem.outputs(params), self.kind, overlap)
         Gv = model.G()
         obs.update(G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]),
                    G_rand_min=jnp.min(Gv[N_SPECIAL:]))
@@ -81,17 +82,20 @@ class CooccurrenceObserver(eqx.Module):
         return obs
 
 
-def margin_observables(margin: Float[Array, " n"], kind: Int[Array, " n"]) -> dict[str, Array]:
+def margin_observables(margin: Float[Array, " n"], kind: Int[Array, " n"],
+                       overlap: Float[Array, "n n"] | None = None) -> dict[str, Array]:
     """Everything that depends on the margins y_i F(X_i) and sample types alone: `loss`,
     `loss_type1..4`, `per_sample_loss`, `margin`, `min_margin`, `S1..S4`, `S2_over_S3`, `R`,
-    `R_star` (the balancing fixed point, `balance_fixed_point`), `g_ratio_type1..4`.
+    `R_star` (the paper's balancing fixed point, `balance_fixed_point`), `g_ratio_type1..4`; with the
+    random-token `overlap` (`random_token_overlap`) also `R_star_random`, the fixed point with the
+    random tokens' own G counted.
 
     Shared by the full model's observer and the reduced systems of `flowsim.theory`, whose states
     carry margins but no weights.
     """
     ell = jax.nn.softplus(-margin)
     g = jax.nn.sigmoid(-margin)
-    onehot = (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)  # (n, 4)
+    onehot = _onehot(kind, margin.dtype)
     count = onehot.sum(0)
     S = g @ onehot
     obs: dict[str, Array] = {
@@ -109,18 +113,44 @@ def margin_observables(margin: Float[Array, " n"], kind: Int[Array, " n"]) -> di
     obs["S2_over_S3"] = S[1] / S[2]
     obs["R"] = (S[1] + S[2] + S[3] - S[0]) / (S[0] - S[1])
     obs["R_star"] = balance_fixed_point(margin, kind)
+    if overlap is not None:
+        obs["R_star_random"] = balance_fixed_point(margin, kind, overlap)
     return obs
 
 
-def balance_fixed_point(margin: Float[Array, " n"], kind: Int[Array, " n"]) -> Float[Array, ""]:
+def _onehot(kind: Int[Array, " n"], dtype) -> Float[Array, "n 4"]:
+    return (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(dtype)
+
+
+def balance_fixed_point(margin: Float[Array, " n"], kind: Int[Array, " n"],
+                        overlap: Float[Array, "n n"] | None = None) -> Float[Array, ""]:
     """R*: the positive root of a R^2 + b R + c (Lem. 4.5/F.6), the value R(t) is pulled towards.
 
     With D_k = sum over type k of |g'(z_i)| = g_i (1 - g_i): a = D1 + D2, b = D3 + D4 - D1,
     c = -(2 D1 + D2 + D3) (derivation: `theory/balancing.md`). c < 0 < a, so the root is unique;
-    it lies in (1, 2) iff D4 < 2 D1.
+    it lies in (1, 2) iff D4 < 2 D1. With the random-token `overlap` Omega the margins also move by
+    (N/n) Omega g, which adds E_k = sum over type k of g_i (1 - g_i) (Omega g)_i: b -= (E1 - E2)/Q and
+    c += (E2 + E3 + E4 - E1)/Q with Q = S1 - S2 (nan if that leaves no positive root).
     """
     g = jax.nn.sigmoid(-margin)
-    onehot = (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(margin.dtype)
-    D = (g * (1 - g)) @ onehot
+    onehot = _onehot(kind, margin.dtype)
+    w = g * (1 - g)
+    D = w @ onehot
     a, b, c = D[0] + D[1], D[2] + D[3] - D[0], -(2 * D[0] + D[1] + D[2])
-    return (-b + jnp.sqrt(b * b - 4 * a * c)) / (2 * a)
+    if overlap is not None:
+        E = (w * (overlap @ g)) @ onehot
+        S = g @ onehot
+        Q = S[0] - S[1]
+        b = b - (E[0] - E[1]) / Q
+        c = c + (E[1] + E[2] + E[3] - E[0]) / Q
+    root = (-b + jnp.sqrt(b * b - 4 * a * c)) / (2 * a)
+    return jnp.where(root > 0, root, jnp.nan)
+
+
+def random_token_overlap(tokens: Int[Array, "n L"], y: Float[Array, " n"], d: int | None = None) -> Float[Array, "n n"]:
+    """Omega_ij = y_i y_j sum_r count_i(r) count_j(r) over the random tokens r (diagonal for distinct
+    tokens): how sample j's gradient moves sample i's margin through the random tokens they share.
+    `d` is the vocabulary size (default: the largest token + 1, which needs concrete tokens)."""
+    d = int(jnp.max(tokens)) + 1 if d is None else d
+    counts = jax.nn.one_hot(tokens, d, dtype=y.dtype).sum(1)[:, N_SPECIAL:]
+    return (y[:, None] * y[None, :]) * (counts @ counts.T)

@@ -83,3 +83,27 @@ def test_balance_fixed_point_is_the_root_of_the_balancing_quadratic():
         poly = (D[0] + D[1]) * R ** 2 + (D[2] + D[3] - D[0]) * R - (2 * D[0] + D[1] + D[2])
         assert R > 0 and abs(poly) < 1e-12 * max(D)
         assert (1 < R < 2) == (D[3] < 2 * D[0])
+
+
+def test_balance_fixed_point_with_random_tokens_is_the_root_of_the_corrected_quadratic():
+    from flowsim.observables import balance_fixed_point, random_token_overlap
+
+    rng = np.random.default_rng(1)
+    kind = np.repeat([1, 2, 3, 4], [6, 2, 2, 2])
+    y = np.where(kind == 1, 1.0, -1.0)
+    tokens = rng.integers(3, 9, size=(12, 4))  # random tokens only, shared across samples
+    overlap = np.asarray(random_token_overlap(jnp.asarray(tokens), jnp.asarray(y)))
+    counts = np.stack([np.bincount(t, minlength=9)[3:] for t in tokens])
+    np.testing.assert_allclose(overlap, np.outer(y, y) * (counts @ counts.T))
+    margin = rng.uniform(1.0, 4.0, 12)
+    g = 1 / (1 + np.exp(margin))
+    w = g * (1 - g)
+    D = [w[kind == k].sum() for k in (1, 2, 3, 4)]
+    E = [(w * (overlap @ g))[kind == k].sum() for k in (1, 2, 3, 4)]
+    Q = g[kind == 1].sum() - g[kind == 2].sum()
+    R = float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind), jnp.asarray(overlap)))
+    poly = ((D[0] + D[1]) * R ** 2 + (D[2] + D[3] - D[0] - (E[0] - E[1]) / Q) * R
+            - (2 * D[0] + D[1] + D[2]) + (E[1] + E[2] + E[3] - E[0]) / Q)
+    assert R > 0 and abs(poly) < 1e-10 * max(D)
+    zero = float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind), jnp.zeros((12, 12))))
+    assert zero == pytest.approx(float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind))), rel=1e-12)

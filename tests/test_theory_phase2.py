@@ -73,6 +73,9 @@ def test_balancing_figures(scan_n):
         assert abs(r["R_T_paper_system"] - r["R_star_T"]) < 0.05
     gap = {r["n"]: r["R_star_T"] - r["R_T"] for r in scan_n["rows"]}
     assert gap[24] < gap[12]
+    # ... and the gap is the random tokens' term: with it, the fixed point is where the flow's R settles.
+    for r in scan_n["rows"]:
+        assert abs(r["R_minus_R_star_random_T"]) < 0.02, r
 
 
 def test_loss_law_fit_recovers_a_known_law():

@@ -25,7 +25,6 @@ from .phase2 import (
     phase2_observer as phase2_observer,
     phase2_problem as phase2_problem,
     phase2_scan as phase2_scan,
-    random_token_overlap as random_token_overlap,
 )
 from .predictions import (
     initial_rate as initial_rate,

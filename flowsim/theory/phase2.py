@@ -32,7 +32,7 @@ from ..dynamics import AbstractDynamics
 from ..experiment import enable_precision, min_margin, run_flow, setup
 from ..flow import FlowSolution, integrate
 from ..model import CooccurrenceTransformer
-from ..observables import TYPES, margin_observables
+from ..observables import TYPES, margin_observables, random_token_overlap
 from ..problem import Problem, logistic_loss, make_problem
 from ..tasks.cooccurrence import N_SPECIAL, make_dataset
 from ..verdicts import loglog_slope
@@ -121,16 +121,11 @@ def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens:
     return make_problem(p2, jnp.arange(problem.n), problem.targets, logistic_loss, _TRAIN)
 
 
-def random_token_overlap(tokens: Int[Array, "n L"], y: Float[Array, " n"]) -> Float[Array, "n n"]:
-    """Omega_ij = y_i y_j sum_r count_i(r) count_j(r) over random tokens r (diagonal for distinct tokens)."""
-    counts = jax.nn.one_hot(tokens, int(jnp.max(tokens)) + 1, dtype=y.dtype).sum(1)[:, N_SPECIAL:]
-    return (y[:, None] * y[None, :]) * (counts @ counts.T)
-
-
 def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
-    """`flowsim.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names."""
+    """`flowsim.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names
+    (`R_star_random` is the fixed point of this system: equal to `R_star` without random tokens)."""
     model = problem.model(params)
-    obs = margin_observables(problem.targets * model.F, model.kind)
+    obs = margin_observables(problem.targets * model.F, model.kind, model.overlap)
     obs.update(G1=model.G[0], G2=model.G[1], G3=model.G[2], N=model.N)
     return obs
 
@@ -231,15 +226,21 @@ def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: di
 
 def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> dict[str, float]:
     """Lem. 4.4/4.5 and Cor. F.2 on the save times after T1: the range of S2/S3, of R and of its
-    fixed point R* (`flowsim.observables.balance_fixed_point`), |R - R*| at the end, and the largest
-    within-type ratio g_i/g_j."""
+    fixed point R* (`flowsim.observables.balance_fixed_point`), R - R* at the end, and the largest
+    within-type ratio g_i/g_j. If `obs` has `R_star_random` (the fixed point with the random tokens'
+    term): its final value, R - R*_random at the end and max |R - R*_random| over the second half."""
     sel = t > t1
     r23, R, Rs = obs["S2_over_S3"][sel], obs["R"][sel], obs["R_star"][sel]
+    extra = {}
+    if "R_star_random" in obs:
+        Rr = obs["R_star_random"][sel]
+        extra = {"R_star_random_T": float(Rr[-1]), "R_minus_R_star_random_T": float(R[-1] - Rr[-1]),
+                 "R_minus_R_star_random_max": float(np.nanmax(np.abs(R - Rr)[len(R) // 2:]))}
     return {"S2_over_S3_worst": float(np.max(np.maximum(r23, 1 / r23))),
             "R_min": float(np.min(R)), "R_max": float(np.max(R)), "R_T": float(R[-1]),
             "R_star_min": float(np.min(Rs)), "R_star_max": float(np.max(Rs)), "R_star_T": float(Rs[-1]),
             "R_minus_R_star_T": float(R[-1] - Rs[-1]),
-            "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES))}
+            "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES)), **extra}
 
 
 PHASE2_ERROR_PREDICTED = -1.0
