@@ -66,8 +66,16 @@ def _rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
 
 
 def loglog_slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of log y against log t and the half-width of its 95% confidence interval."""
-    x, z = np.log(t), np.log(y)
+    """OLS slope of log y against log t and the half-width of its 95% confidence interval.
+
+    Points where t or y is not finite and positive are left out; (nan, nan) if fewer than two
+    distinct t remain (e.g. a run whose event never fired, recorded as nan).
+    """
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    ok = np.isfinite(t) & np.isfinite(y) & (t > 0) & (y > 0)
+    if np.unique(t[ok]).size < 2:
+        return float("nan"), float("nan")
+    x, z = np.log(t[ok]), np.log(y[ok])
     X = np.stack([np.ones_like(x), x], 1)
     coef, *_ = np.linalg.lstsq(X, z, rcond=None)
     dof = max(len(x) - 2, 1)

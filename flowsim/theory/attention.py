@@ -85,14 +85,6 @@ def _solve(problem: Problem, target: float, horizon: float, rtol: float, atol: f
             "dS_horizon": np.asarray(problem.model(sol.params).S() - S0), "result": sol.result}
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """`loglog_slope` on the finite positive points, (nan, nan) with fewer than 2 distinct x."""
-    ok = np.isfinite(y) & (y > 0)
-    if np.unique(x[ok]).size < 2:
-        return float("nan"), float("nan")
-    return loglog_slope(x[ok], y[ok])
-
-
 def _theory_problem(data, seed: int, d: int, m: int, m1: int, L: int, dtype) -> Problem:
     """Reduced problem under the theory init, M(0) from its exact (Wishart) law."""
     s0, s1 = theory_init_scales(m, m1, L)
@@ -131,7 +123,7 @@ def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: i
                          "loss_end": r["loss_end"], "result": r["result"]})
     Larr = np.array([r["L"] for r in rows], float)
     disp = np.array([r["attn_disp"] for r in rows], float)
-    slope, ci = _slope(Larr, disp)
+    slope, ci = loglog_slope(Larr, disp)
     return {"rows": rows, "slope": slope, "ci95": ci, "interval": [slope - ci, slope + ci], "l2_slope": slope + 2,
             "bound_exponent": DISP_BOUND_EXPONENT, "holds": bool(slope + ci <= DISP_BOUND_EXPONENT),
             "consistent": bool(slope - ci <= DISP_BOUND_EXPONENT),
@@ -218,12 +210,12 @@ def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
     m_arr = np.array([r["m"] for r in rows], float)
     fits = {}
     for key in [f"C_{a}{b}" for a, b in PREDICTED_SIGNS] + ["rand_max"]:
-        s, c = _slope(m_arr, np.abs(np.array([r[key] for r in rows], float)))
+        s, c = loglog_slope(m_arr, np.abs(np.array([r[key] for r in rows], float)))
         fits[key] = {"slope": s, "ci95": c, "interval": [s - c, s + c]}
     w = np.array(sorted(set(int(x) for x in widths)), float)
     s0s1 = [init_scales(init, int(x), m1, L, d) for x in w]
-    pred = _slope(w, np.array([theory_C_scale(a, b, x, m1, L) for (a, b), x in zip(s0s1, w)]))[0]
-    pred_rate = _slope(w, np.array([theory_C_scale(a, b, x, m1, L, rate=True) for (a, b), x in zip(s0s1, w)]))[0]
+    pred = loglog_slope(w, np.array([theory_C_scale(a, b, x, m1, L) for (a, b), x in zip(s0s1, w)]))[0]
+    pred_rate = loglog_slope(w, np.array([theory_C_scale(a, b, x, m1, L, rate=True) for (a, b), x in zip(s0s1, w)]))[0]
     four = [f"C_{a}{b}" for a, b in PREDICTED_SIGNS]
 
     def within(p: float) -> bool:

@@ -208,7 +208,7 @@ def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: di
     pred = 1.0 / (c * X + 1.0 / loss_t1)
     T = float(tt[-1])
     window = tt[1:] >= T / 10
-    slope, ci = loglog_slope(tt[1:][window] - t1, ll[1:][window]) if window.sum() >= 3 else (np.nan, np.nan)
+    slope, ci = loglog_slope(tt[1:][window] - t1, ll[1:][window])
     g = 1.0 / (1.0 + np.exp(np.asarray(obs["margin"][-1], float)))
     kind = np.asarray(kind)
     S1, S2, S3, S4 = (g[kind == k].sum() for k in TYPES)
@@ -308,7 +308,7 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
     ok = [r for r in rows if key in r]
     x = np.array([r[axis] for r in ok], float)
     err = np.array([r[key] for r in ok], float)
-    slope, ci = loglog_slope(x, err) if np.unique(x).size >= 2 else (float("nan"),) * 2
+    slope, ci = loglog_slope(x, err)
     holds = bool(abs(slope - PHASE2_ERROR_PREDICTED) <= ci + PHASE2_ERROR_TOLERANCE)
     return {"rows": rows, "axis": axis, "error_key": key, "slope": float(slope), "ci95": float(ci),
             "predicted": PHASE2_ERROR_PREDICTED, "tolerance": PHASE2_ERROR_TOLERANCE, "holds": holds,
