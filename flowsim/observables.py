@@ -40,22 +40,25 @@ class CooccurrenceObserver(eqx.Module):
     """Computes every tracked quantity of the co-occurrence transformer.
 
     **Fields:** `kind` (n,) sample types 1-4 of the training set; `p0` (n, L, L) attention weights at
-    t = 0 (for `attn_disp`). Build with [`CooccurrenceObserver.at_init`][].
+    t = 0 (for `attn_disp`); `overlap` (n, n) the random-token overlap of the training set (for
+    `R_star_random`; `random_token_overlap`). Build with [`CooccurrenceObserver.at_init`][].
     """
 
     kind: Int[Array, " n"]
     p0: Float[Array, "n L L"]
+    overlap: Float[Array, "n n"]
 
     @classmethod
     def at_init(cls, problem: Problem, kind: Array) -> CooccurrenceObserver:
-        p0 = _attention_jit(problem.model(problem.params0), problem.inputs)
-        return cls(jnp.asarray(kind), p0)
+        model = problem.model(problem.params0)
+        p0 = _attention_jit(model, problem.inputs)
+        overlap = random_token_overlap(problem.inputs, problem.targets, model.W_V.shape[1])
+        return cls(jnp.asarray(kind), p0, overlap)
 
     def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
         model = problem.model(params)
         tokens = problem.inputs
-        overlap = random_token_overlap(tokens, problem.targets, model.W_V.shape[1])
-        obs = margin_observables(problem.targets * problem.outputs(params), self.kind, overlap)
+        obs = margin_observables(problem.targets * problem.outputs(params), self.kind, self.overlap)
         Gv = model.G()
         obs.update(G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]),
                    G_rand_min=jnp.min(Gv[N_SPECIAL:]))
