@@ -57,7 +57,7 @@ def _num(x: Any) -> Any:
     return x
 
 
-def _rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
+def rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
     """max |a - b| / |b| (pointwise, for quantities spanning decades) or / max |b| (range-normalised)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if pointwise:
@@ -188,14 +188,14 @@ def comparison_verdicts(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | 
     for k in COMPARED:
         if k in gd and k in flow:
             sel = ph2 if k in PHASE2_ONLY else slice(None)
-            gaps[k] = _rel_gap(gd[k][sel], flow[k][sel], pointwise=(k == "loss"))
+            gaps[k] = rel_gap(gd[k][sel], flow[k][sel], pointwise=(k == "loss"))
     out = []
     if gaps:
         out.append(_gd_verdict(gaps))
     if sgd:
         lo, hi = np.nanmin(sgd["loss"], 0), np.nanmax(sgd["loss"], 0)
         inside = float(np.mean((flow["loss"] >= lo) & (flow["loss"] <= hi)))
-        mean_gap = _rel_gap(np.nanmean(sgd["loss"], 0), flow["loss"], pointwise=True)
+        mean_gap = rel_gap(np.nanmean(sgd["loss"], 0), flow["loss"], pointwise=True)
         out.append(_v("compare.flow_sgd", "minibatch SGD (same lr, steps) follows the flow within its seed spread",
                       {"fraction_inside_sgd_envelope": inside, "max_rel_gap_loss_sgd_mean": mean_gap,
                        "seeds": int(sgd["loss"].shape[0])},

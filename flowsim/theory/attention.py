@@ -25,8 +25,8 @@ from ..flow import integrate
 from ..problem import Problem
 from ..tasks.cooccurrence import N_SPECIAL, make_dataset
 from ..verdicts import loglog_slope
-from .gram import ReducedGramFlow, gram_problem, reduce_problem, wishart_gram
-from .predictions import theory_init_scales
+from .gram import ReducedGramFlow, reduce_problem
+from .predictions import theory_gram_problem, theory_init_scales
 
 LOSS_TARGET = 0.01
 DISP_BOUND_EXPONENT = -2.0
@@ -85,13 +85,6 @@ def _solve(problem: Problem, target: float, horizon: float, rtol: float, atol: f
             "dS_horizon": np.asarray(problem.model(sol.params).S() - S0), "result": sol.result}
 
 
-def _theory_problem(data, seed: int, d: int, m: int, m1: int, L: int, dtype) -> Problem:
-    """Reduced problem under the theory init, M(0) from its exact (Wishart) law."""
-    s0, s1 = theory_init_scales(m, m1, L)
-    M0 = wishart_gram(jax.random.PRNGKey(seed), d, m, m1, s0, s1, dtype)
-    return gram_problem(M0, float(m), float(m1), data.tokens, jnp.asarray(data.y, dtype))
-
-
 def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: int = 12, m: int = 1024,
                                 m1: int = 256, target: float = LOSS_TARGET, horizon: float = 2e4,
                                 rtol: float = 1e-10, atol: float = 1e-14) -> dict[str, Any]:
@@ -117,7 +110,7 @@ def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: i
         d = N_SPECIAL + n_random_slots(n, L)
         for seed in seeds:
             data = make_dataset(n, L, d, seed, True)
-            r = _solve(_theory_problem(data, seed, d, m, m1, L, dtype), target, horizon / m, rtol, atol)
+            r = _solve(theory_gram_problem(data, seed, d, m, m1, L, dtype), target, horizon / m, rtol, atol)
             rows.append({"L": int(L), "seed": int(seed), "d": d, "t_end": r["t_end"], "t_end_m": r["t_end"] * m,
                          "attn_disp": r["attn_disp"], "L2_disp": L ** 2 * r["attn_disp"],
                          "loss_end": r["loss_end"], "result": r["result"]})
@@ -199,7 +192,7 @@ def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
         data = make_dataset(n, L, d, seed, distinct_tokens) if init == "theory" else None
         for m in widths:
             if init == "theory":
-                problem, hor = _theory_problem(data, seed, d, m, m1, L, dtype), 2e4 / m
+                problem, hor = theory_gram_problem(data, seed, d, m, m1, L, dtype), 2e4 / m
             else:
                 cfg = Config(n=n, L=L, d=d, m=m, m1=m1, init="kaiming", distinct_tokens=distinct_tokens, seed=seed)
                 problem, hor = reduce_problem(setup(cfg).problem), cfg.t_final

@@ -34,10 +34,10 @@ from ..flow import FlowSolution, integrate
 from ..model import CooccurrenceTransformer
 from ..observables import TYPES, margin_observables, random_token_overlap
 from ..problem import Problem, logistic_loss, make_problem
-from ..tasks.cooccurrence import N_SPECIAL, make_dataset
-from ..verdicts import loglog_slope
-from .gram import GramModel, GramObserver, ReducedGramFlow, blocks, gram_problem, wishart_gram
-from .predictions import theory_init_scales
+from ..tasks.cooccurrence import make_dataset
+from ..verdicts import loglog_slope, rel_gap
+from .gram import GramModel, GramObserver, ReducedGramFlow, blocks
+from .predictions import theory_gram_problem
 
 COMPARED_PHASE2 = ("loss", "min_margin", "G1", "G2", "G3", "N", "S1", "S2", "S3", "S4", "R")
 
@@ -130,14 +130,6 @@ def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str
     return obs
 
 
-def _rel_error(approx: np.ndarray, ref: np.ndarray, pointwise: bool) -> float:
-    """Max |approx - ref| relative to |ref| pointwise (positive quantities such as the loss), or to
-    max |ref| over the window (signed quantities)."""
-    err = np.abs(approx - ref)
-    scale = np.abs(ref) if pointwise else np.max(np.abs(ref))
-    return float(np.max(err / scale))
-
-
 def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_tokens: bool = False,
                    rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
     """Run the Phase-2 system from the flow's state at T1 and compare it with the flow after T1.
@@ -166,7 +158,7 @@ def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_
     ref = {k: np.concatenate([[flow.event_obs[k]], flow.obs[k][later]]) for k in COMPARED_PHASE2}
     approx = {k: sol.obs[k] for k in COMPARED_PHASE2}
     positive = {"loss", "N", "S1", "S2", "S3", "S4"}
-    errors = {k: _rel_error(approx[k][1:], ref[k][1:], k in positive) for k in COMPARED_PHASE2}
+    errors = {k: rel_gap(approx[k][1:], ref[k][1:], k in positive) for k in COMPARED_PHASE2}
     worst = max(errors, key=lambda k: errors[k])
     v = np.mean([flow.event_obs[f"v_{k}{k}"] for k in (1, 2, 3)])
     return {"t1": t1, "ts": ts, "approx": approx, "flow": ref, "max_rel_error": errors,
@@ -283,9 +275,7 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
         d = 3 + n_random_slots(nn, L)
         for seed in seeds:
             data = make_dataset(nn, L, d, seed, True)
-            s0, s1 = theory_init_scales(mm, m1, L)
-            M0 = wishart_gram(jax.random.PRNGKey(seed), d, mm, m1, s0, s1, dtype)
-            problem = gram_problem(M0, float(mm), float(m1), data.tokens, jnp.asarray(data.y, dtype))
+            problem = theory_gram_problem(data, seed, d, mm, m1, L, dtype)
             T = horizon_m / mm
             ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(T * 1e-3, T, n_save)]), dtype)
             sol = integrate(ReducedGramFlow(), problem, ts, GramObserver.at_init(problem, data.kind),
@@ -336,6 +326,6 @@ def attention_ablation(config: Config) -> dict[str, Any]:
     sel = trained.ts > t1
     a, b = trained.obs["loss"][sel], frozen.obs["loss"][sel]
     return {"T1": trained.event_time, "T1_frozen": frozen.event_time,
-            "max_rel_gap_loss": float(np.max(np.abs(b / a - 1))), "loss_T": float(a[-1]),
+            "max_rel_gap_loss": rel_gap(b, a, pointwise=True), "loss_T": float(a[-1]),
             "loss_T_frozen": float(b[-1]), "loss_T_ratio": float(b[-1] / a[-1]),
             "attn_disp_T": float(trained.obs["attn_disp"][-1]), "config": config.to_dict()}

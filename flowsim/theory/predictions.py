@@ -23,7 +23,7 @@ from ..experiment import enable_precision, min_margin, setup
 from ..flow import integrate
 from ..model import CooccurrenceTransformer
 from ..problem import Problem
-from ..tasks.cooccurrence import make_dataset
+from ..tasks.cooccurrence import CooccurrenceData, make_dataset
 from ..verdicts import loglog_slope
 from .gram import ReducedGramFlow, gram_problem, reduce_problem, wishart_gram
 
@@ -42,6 +42,15 @@ def _observe(t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
 def theory_init_scales(m: int, m1: int, L: int) -> tuple[float, float]:
     """(sigma0, sigma1) of the theory init: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)."""
     return 1.0 / np.sqrt(L * m), 1.0 / np.sqrt(m1)
+
+
+def theory_gram_problem(data: CooccurrenceData, seed: int, d: int, m: int, m1: int, L: int,
+                        dtype: jnp.dtype = jnp.float64) -> Problem:
+    """The exact reduced problem of `data` under the theory init at widths (m, m1): M(0) drawn from
+    its Wishart law (`wishart_gram`, key `PRNGKey(seed)`) with `theory_init_scales(m, m1, L)`."""
+    s0, s1 = theory_init_scales(m, m1, L)
+    M0 = wishart_gram(jax.random.PRNGKey(seed), d, m, m1, s0, s1, dtype)
+    return gram_problem(M0, float(m), float(m1), data.tokens, jnp.asarray(data.y, dtype))
 
 
 def _point(axis: Axis, value: float, m: int, m1: int, sigma1: float | None, L: int) -> tuple[int, int, float, float]:
