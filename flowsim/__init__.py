@@ -1,12 +1,13 @@
-"""flowsim: training dynamics of shallow transformers as numerical ODEs.
+"""flowsim: training dynamics of small transformers as numerical ODEs, against discrete training.
 
-The data flow is config -> task -> problem -> dynamics -> solve -> observables -> verdicts:
+The engine is system-agnostic: config -> system setup (data, model, problem, observer, events) ->
+dynamics -> solve (diffrax for continuous dynamics, `lax.scan` for GD/SGD) -> observables and events
+-> verdicts, results folders, figures. Systems live in `flowsim.systems` (one folder each):
 
     >>> import flowsim
-    >>> s = flowsim.setup(flowsim.Config())                      # the paper's experiment
-    >>> flow = flowsim.integrate(flowsim.GradientFlow(), s.problem, ts, s.observer,
-    ...                          event=flowsim.min_margin)       # diffrax, adaptive
-    >>> gd = flowsim.gradient_descent(s.problem, 0.01, steps, s.observer)
+    >>> s = flowsim.setup(flowsim.Config())                      # the default system: co-occurrence
+    >>> flow = flowsim.run_flow(s)                               # diffrax, adaptive, events located
+    >>> gd = flowsim.run_gd(s)
 
 Importing flowsim does not change JAX's global configuration; `flowsim.setup` switches JAX to
 64-bit when the config asks for float64 (the default).
@@ -14,37 +15,66 @@ Importing flowsim does not change JAX's global configuration; `flowsim.setup` sw
 
 import importlib.metadata
 
-from .config import Config as Config, ConfigError as ConfigError
-from .discrete import DiscreteSolution as DiscreteSolution, gradient_descent as gradient_descent, sgd as sgd
-from .dynamics import AbstractDynamics as AbstractDynamics, GradientFlow as GradientFlow
-from .experiment import (
+from ._compare import Curve as Curve, compare as compare, compare_lrs as compare_lrs, distance_to_sgd as distance_to_sgd
+from ._config import SOLVERS as SOLVERS, Config as Config, RunConfig as RunConfig
+from ._discrete import DiscreteSolution as DiscreteSolution, gradient_descent as gradient_descent, sgd as sgd
+from ._dynamics import (
+    AbstractDynamics as AbstractDynamics,
+    GradientFlow as GradientFlow,
+    HeavyBallFlow as HeavyBallFlow,
+    ModifiedFlow as ModifiedFlow,
+    SGDModifiedEquation as SGDModifiedEquation,
+)
+from ._events import Event as Event, locate_discrete as locate_discrete
+from ._experiment import (
     ExperimentResult as ExperimentResult,
-    Setup as Setup,
-    generalization_loss as generalization_loss,
-    min_margin as min_margin,
+    enable_precision as enable_precision,
     run_experiment as run_experiment,
     run_flow as run_flow,
     run_gd as run_gd,
     run_sgd as run_sgd,
     save_experiment as save_experiment,
     setup as setup,
+    step_grid as step_grid,
+    summarize as summarize,
 )
-from .flow import FlowError as FlowError, FlowSolution as FlowSolution, integrate as integrate
-from .grid import save_steps as save_steps
-from .model import CooccurrenceTransformer as CooccurrenceTransformer, init_transformer as init_transformer
-from .observables import (
-    CooccurrenceObserver as CooccurrenceObserver,
-    balance_fixed_point as balance_fixed_point,
-    margin_observables as margin_observables,
-    random_token_overlap as random_token_overlap,
+from ._fields import ConfigError as ConfigError, check_fields as check_fields, field as field
+from ._grid import save_steps as save_steps
+from ._integrate import integrate as integrate
+from ._losses import cross_entropy_loss as cross_entropy_loss, logistic_loss as logistic_loss, squared_loss as squared_loss
+from ._measures import measures_of as measures_of
+from ._phase_diagram import load_sweep as load_sweep, plot_phase_diagram as plot_phase_diagram
+from ._plots import plot_comparison as plot_comparison, plot_distance_vs_lr as plot_distance_vs_lr, plot_overlay as plot_overlay
+from ._problem import Problem as Problem, make_problem as make_problem
+from ._registry import default_system as default_system, get_system as get_system, register as register, systems as systems
+from ._results import RunData as RunData, load_run as load_run
+from ._sde import EnsembleSolution as EnsembleSolution, integrate_sde as integrate_sde
+from ._solution import EventHit as EventHit, FlowError as FlowError, FlowSolution as FlowSolution
+from ._sweep_run import SweepReport as SweepReport, run_point as run_point, run_sweep as run_sweep
+from ._sweep_spec import SpecMismatchError as SpecMismatchError, SweepSpec as SweepSpec, SweepSpecError as SweepSpecError
+from ._system import (
+    AbstractSystem as AbstractSystem,
+    Measure as Measure,
+    Prediction as Prediction,
+    RunKeys as RunKeys,
+    RunRecord as RunRecord,
+    Setup as Setup,
 )
-from .problem import Problem as Problem, logistic_loss as logistic_loss, make_problem as make_problem
-from .results import RunData as RunData, load_run as load_run
-from .tasks.cooccurrence import (
+from ._verdicts import Verdict as Verdict, format_table as format_table, loglog_slope as loglog_slope, rel_gap as rel_gap, verdict as verdict
+
+# The reference system's public names, importable from flowsim as before the engine/systems split.
+from .systems.cooccurrence import (  # noqa: E402
+    CooccurrenceConfig as CooccurrenceConfig,
     CooccurrenceData as CooccurrenceData,
+    CooccurrenceObserver as CooccurrenceObserver,
+    CooccurrenceTransformer as CooccurrenceTransformer,
+    balance_fixed_point as balance_fixed_point,
+    init_transformer as init_transformer,
     make_dataset as make_dataset,
+    margin_observables as margin_observables,
+    min_margin as min_margin,
+    random_token_overlap as random_token_overlap,
     sample_population as sample_population,
 )
-from .verdicts import Verdict as Verdict, evaluate as evaluate
 
 __version__ = importlib.metadata.version("flowsim")

@@ -15,17 +15,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
 
-def logistic_loss(output: Float[Array, ""], target: Float[Array, ""]) -> Float[Array, ""]:
-    """l(y F) = log(1 + exp(-y F)), computed stably."""
-    return jax.nn.softplus(-target * output)
-
-
 class Problem(eqx.Module):
     """Empirical risk (1/n) sum_i loss_fn(model(x_i), y_i) over a fixed dataset.
 
     **Fields:** `params0`: the trainable part of the model at t = 0 (frozen leaves are `None`);
     `frozen`: the complementary part; `inputs`: PyTree of arrays with leading axis n; `targets`:
-    (n,) array; `loss_fn(output, target) -> scalar`: the per-sample loss.
+    array with leading axis n (any trailing shape: scalars, vectors, per-position labels); `loss_fn(output, target) -> scalar`: the per-sample loss.
     Build one with [`make_problem`][].
     """
 
@@ -69,13 +64,15 @@ def make_problem(
     model: eqx.Module,
     inputs: PyTree,
     targets: Array,
-    loss_fn: Callable[[Array, Array], Array] = logistic_loss,
+    loss_fn: Callable[[Array, Array], Array],
     trainable: PyTree[bool] | Callable[[Any], bool] | None = None,
 ) -> Problem:
     """Build a `Problem`.
 
-    **Arguments:** `model`: an equinox Module mapping one input to a scalar output; `inputs`:
-    PyTree of arrays with leading axis n; `targets`: (n,) array; `loss_fn`: per-sample loss;
+    **Arguments:** `model`: an equinox Module mapping one input to an output of any shape; `inputs`:
+    PyTree of arrays with leading axis n; `targets`: array with leading axis n (any trailing shape);
+    `loss_fn(output, target)`: the per-sample loss, a scalar (required: e.g. `flowsim.logistic_loss`,
+    `flowsim.squared_loss`, `flowsim.cross_entropy_loss`);
     `trainable`: a filter (PyTree of bools or a predicate on leaves, as in `eqx.partition`) selecting
     the trained leaves; default: every inexact array.
 
@@ -83,8 +80,10 @@ def make_problem(
     inputs whose leading axis disagrees with `targets`, before anything is compiled.
     """
     targets = jnp.asarray(targets)
-    if targets.ndim != 1:
-        raise ValueError(f"targets must have shape (n,), got {targets.shape}")
+    if targets.ndim < 1:
+        raise ValueError(f"targets need a leading sample axis, got shape {targets.shape}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function (output, target) -> scalar, got {loss_fn!r}")
     n = targets.shape[0]
     for leaf in jax.tree.leaves(inputs):
         if jnp.shape(leaf)[:1] != (n,):

@@ -17,14 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from ..config import Config
-from ..dynamics import GradientFlow
-from ..experiment import enable_precision, min_margin, setup
-from ..flow import integrate
+from ..._config import Config
+from ..._dynamics import GradientFlow
+from ..._experiment import enable_precision, setup
+from ..system import min_margin
+from ..._integrate import integrate
 from ..model import CooccurrenceTransformer
-from ..problem import Problem
-from ..tasks.cooccurrence import CooccurrenceData, make_dataset
-from ..verdicts import loglog_slope
+from ..._problem import Problem
+from ..data import CooccurrenceData, make_dataset
+from ..._verdicts import loglog_slope
 from .gram import ReducedGramFlow, gram_problem, reduce_problem, wishart_gram
 
 Axis = Literal["m", "m1", "sigma1"]

@@ -19,14 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ..config import Config, n_random_slots
-from ..experiment import enable_precision, setup
-from ..flow import integrate
-from ..problem import Problem
-from ..tasks.cooccurrence import N_SPECIAL, make_dataset
-from ..verdicts import loglog_slope
+from ..._config import Config
+from ..config import n_random_slots
+from ..._experiment import enable_precision, setup
+from ..._integrate import integrate
+from ..._problem import Problem
+from ..data import N_SPECIAL, make_dataset
+from ..._verdicts import loglog_slope
 from .gram import ReducedGramFlow, reduce_problem
-from .predictions import theory_gram_problem, theory_init_scales
+from .t1 import theory_gram_problem, theory_init_scales
 
 LOSS_TARGET = 0.01
 DISP_BOUND_EXPONENT = -2.0

@@ -30,10 +30,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
-from ..dynamics import AbstractDynamics
+from ..._dynamics import AbstractDynamics
 from ..model import CooccurrenceTransformer
 from ..observables import VALUE_PAIRS, SCORE_PAIRS, CooccurrenceObserver
-from ..problem import Problem, logistic_loss
+from ..._losses import logistic_loss
+from ..._problem import Problem
 
 
 def blocks(d: int) -> tuple[slice, slice, slice, int]:

@@ -26,7 +26,7 @@ from .phase2 import (
     phase2_problem as phase2_problem,
     phase2_scan as phase2_scan,
 )
-from .predictions import (
+from .t1 import (
     initial_rate as initial_rate,
     t1_full_model as t1_full_model,
     t1_scaling as t1_scaling,

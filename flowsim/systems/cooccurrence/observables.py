@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
-from .problem import Problem
-from .tasks.cooccurrence import MU1, MU2, MU3, N_SPECIAL
+from ..._problem import Problem
+from .data import MU1, MU2, MU3, N_SPECIAL
 
 TYPES = (1, 2, 3, 4)
 SCORE_PAIRS = tuple((a, b) for a in (1, 2, 3) for b in (1, 2, 3))

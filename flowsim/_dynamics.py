@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, PyTree
 
-from .problem import Problem
+from ._problem import Problem
 
 
 class AbstractDynamics(eqx.Module):

@@ -7,12 +7,12 @@ from the paper's statements (spec section 4), not tuned to the default run.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
+
+from ..._verdicts import Verdict, loglog_slope, rel_gap
+from ..._verdicts import verdict as _v
 
 Obs = Mapping[str, np.ndarray]
 
@@ -27,61 +27,6 @@ PHASE2_DIRECTIONS = {"score_12": +1, "score_21": +1, "score_31": -1, "score_32":
 PHASE2_ONLY = ("S2_over_S3", "R")
 COMPARED = ("loss", "min_margin", "G1", "G2", "G3", "N", "score_12", "score_21", "score_31", "score_32",
             "v_12", "v_13", "v_23", "S2_over_S3", "R", "attn_disp")
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """One checked claim: `name`, `claim` (the paper's statement), `figures` (measured values),
-    `criterion` (what PASS means) and `status` ("PASS", "FAIL" or "INFO" for reported-only figures)."""
-
-    name: str
-    claim: str
-    figures: dict[str, Any]
-    criterion: str
-    status: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _v(name: str, claim: str, figures: dict[str, Any], criterion: str, passed: bool | None) -> Verdict:
-    status = "INFO" if passed is None else ("PASS" if passed else "FAIL")
-    return Verdict(name, claim, {k: _num(v) for k, v in figures.items()}, criterion, status)
-
-
-def _num(x: Any) -> Any:
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
-
-
-def rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
-    """max |a - b| / |b| (pointwise, for quantities spanning decades) or / max |b| (range-normalised)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if pointwise:
-        return float(np.nanmax(np.abs(a - b) / np.abs(b)))
-    return float(np.nanmax(np.abs(a - b)) / max(np.nanmax(np.abs(b)), 1e-300))
-
-
-def loglog_slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of log y against log t and the half-width of its 95% confidence interval.
-
-    Points where t or y is not finite and positive are left out; (nan, nan) if fewer than two
-    distinct t remain (e.g. a run whose event never fired, recorded as nan).
-    """
-    t, y = np.asarray(t, float), np.asarray(y, float)
-    ok = np.isfinite(t) & np.isfinite(y) & (t > 0) & (y > 0)
-    if np.unique(t[ok]).size < 2:
-        return float("nan"), float("nan")
-    x, z = np.log(t[ok]), np.log(y[ok])
-    X = np.stack([np.ones_like(x), x], 1)
-    coef, *_ = np.linalg.lstsq(X, z, rcond=None)
-    dof = max(len(x) - 2, 1)
-    s2 = float(np.sum((z - X @ coef) ** 2) / dof)
-    se = math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
-    return float(coef[1]), 1.96 * se
 
 
 def phase1_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
@@ -209,17 +154,13 @@ def evaluate(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | None, at_t1
     return phase1_verdicts(flow, t1, at_t1) + phase2_verdicts(flow, t1, at_t1) + comparison_verdicts(flow, gd, sgd, t1)
 
 
-def format_table(verdicts: list[Verdict]) -> str:
-    """A plain-text table: claim name, status and the headline figures."""
-    rows = []
-    for v in verdicts:
-        figs = ", ".join(f"{k}={_fmt(x)}" for k, x in list(v.figures.items())[:4])
-        rows.append((v.name, v.status, figs))
-    w = max(len(r[0]) for r in rows)
-    return "\n".join(f"{n:<{w}}  {s:<4}  {f}" for n, s, f in rows)
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
+_FLOW, _GD, _SGD = frozenset({"flow"}), frozenset({"flow", "gd"}), frozenset({"flow", "gd", "sgd"})
+VERDICT_NEEDS: dict[str, frozenset[str]] = {
+    **{name: _FLOW for name in ("phase1.end", "phase1.loss_order_one", "phase1.all_correct", "phase1.mlp_aligned",
+                                "phase1.attention_frozen", "phase1.change_by_T1", "phase2.directions",
+                                "phase2.mlp_signs", "phase2.loss_1_over_t", "balance.S2_S3", "balance.R",
+                                "balance.within_type")},
+    "compare.flow_gd": _GD,
+    "compare.flow_sgd": _SGD,
+}
+"""Every verdict name with the runs it is computed from."""

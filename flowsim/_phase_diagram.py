@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
+from ._fields import ConfigError
 
 
 def _spec(folder: pathlib.Path) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> pathlib.Pa
     import csv
     import io
 
-    from .results import _atomic_write
+    from ._results import _atomic_write
 
     cols = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()

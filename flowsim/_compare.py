@@ -1,6 +1,6 @@
 """Continuous models of training side by side with SGD: run, measure the distance, tabulate over lr.
 
-`compare(config, ...)` runs the chosen continuous dynamics (gradient flow, the IGR modified flow, the
+`compare(config, ...)` runs, for any system, the chosen continuous dynamics (gradient flow, the IGR modified flow, the
 heavy-ball ODE, the SGD modified equation as an ensemble of Brownian paths) and the discrete runs
 (GD, SGD over seeds) from the same initial point on the same save grid, and returns `Curve`s that
 `flowsim.plots.plot_overlay` draws. `distance_to_sgd` measures how far each curve's mean is from the
@@ -11,32 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import final
 
 import jax
 import numpy as np
 
-from .config import Config
-from .discrete import gradient_descent, sgd
-from .dynamics import GradientFlow, HeavyBallFlow, ModifiedFlow, SGDModifiedEquation
-from .experiment import Setup, min_margin, setup
-from .flow import integrate, integrate_sde
-from .grid import save_steps
+from ._config import Config
+from ._discrete import gradient_descent, sgd
+from ._dynamics import GradientFlow, HeavyBallFlow, ModifiedFlow, SGDModifiedEquation
+from ._experiment import setup, step_grid
+from ._integrate import integrate
+from ._sde import integrate_sde
+from ._system import Setup
 
 DYNAMICS = ("gf", "igr", "heavy_ball", "sme")
 LABELS = {"gf": "gradient flow", "igr": "IGR modified flow", "heavy_ball": "heavy-ball ODE",
           "sme": "SGD modified equation (SDE)", "gd": "GD", "sgd": "SGD"}
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class Curve:
     """One run on a save grid: `label`, times `t` (S,), observables `obs` with leading axis S, or
-    (members, S) for an ensemble (`ensemble=True`), and `t1` (end of Phase 1, if located)."""
+    (members, S) for an ensemble (`ensemble=True`), and `marks`: (time, label) of the events located
+    on it."""
 
     label: str
     t: np.ndarray
     obs: dict[str, np.ndarray]
     ensemble: bool = False
-    t1: float | None = None
+    marks: tuple[tuple[float, str], ...] = ()
 
     def mean(self, key: str) -> np.ndarray:
         x = np.asarray(self.obs[key], float)
@@ -56,7 +60,7 @@ def compare(config: Config, dynamics: Sequence[str] = ("gf", "igr", "sme"), *, p
         raise ValueError("heavy_ball needs momentum > 0 (the discrete runs use the same momentum)")
     s = setup(config) if s is None else s
     c = s.config
-    steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
+    steps = step_grid(c)
     ts = steps * c.lr
     curves: dict[str, Curve] = {}
     makers = {"gf": lambda: GradientFlow(), "igr": lambda: ModifiedFlow(c.lr),
@@ -64,17 +68,17 @@ def compare(config: Config, dynamics: Sequence[str] = ("gf", "igr", "sme"), *, p
     for name in dynamics:
         if name == "sme":
             ens = integrate_sde(SGDModifiedEquation(c.lr, c.batch_size), s.problem, ts, s.observer,
-                                dt=c.lr / 2, paths=paths, key=jax.random.PRNGKey(c.seed + 3))
+                                dt=c.lr / 2, paths=paths, key=s.keys.sde)
             curves[name] = Curve(LABELS[name], ts, ens.obs, ensemble=True)
             continue
         sol = integrate(makers[name](), s.problem, ts, s.observer, solver=c.solver, rtol=c.rtol, atol=c.atol,
-                        max_steps=c.max_steps, event=min_margin if name != "heavy_ball" else None)
-        curves[name] = Curve(LABELS[name], ts, sol.obs,
-                             t1=None if np.isnan(sol.event_time) else sol.event_time)
+                        max_steps=c.max_steps, event=(s.events or None) if name != "heavy_ball" else None)
+        marks = tuple((h.time, h.label or k) for k, h in sol.events.items() if h.fired)
+        curves[name] = Curve(LABELS[name], ts, sol.obs, marks=marks)
     gd = gradient_descent(s.problem, c.lr, steps, s.observer, momentum=momentum)
     curves["gd"] = Curve(LABELS["gd"], ts, gd.obs)
     sg = sgd(s.problem, c.lr, steps, s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds, momentum=momentum,
-             sampling=sampling, key=jax.random.PRNGKey(c.seed + 1))
+             sampling=sampling, key=s.keys.sgd)
     curves["sgd"] = Curve(f"{LABELS['sgd']} ({sampling})", ts, sg.obs, ensemble=True)
     return curves
 

@@ -17,11 +17,11 @@ import pathlib
 import platform
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
-PACKAGES = ("flowsim", "jax", "jaxlib", "diffrax", "equinox", "optimistix", "numpy", "matplotlib")
+PACKAGES = ("flowsim", "jax", "jaxlib", "diffrax", "equinox", "optimistix", "lineax", "optax", "numpy", "matplotlib")
 
 
 def package_versions() -> dict[str, str]:
@@ -81,10 +81,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class RunData:
-    """A run folder read back: `config` (dict), `flow`, `gd`, `sgd` (dicts of arrays, possibly
-    empty when a file is missing) and `summary` (dict)."""
+    """A run folder read back: `config` (the flat config dict, with `system`), `flow`, `gd`, `sgd`
+    (dicts of arrays, possibly empty when a file is missing) and `summary` (dict)."""
 
     path: pathlib.Path
     config: dict[str, Any]
@@ -92,6 +93,20 @@ class RunData:
     gd: dict[str, np.ndarray]
     sgd: dict[str, np.ndarray]
     summary: dict[str, Any]
+
+    @property
+    def system(self) -> str | None:
+        """The name of the run's system (None for a folder written before systems existed)."""
+        return self.config.get("system")
+
+    def event_marks(self) -> list[tuple[float, str]]:
+        """(time, label) of every event that fired on the flow, from `summary.json`."""
+        marks = []
+        for name, ev in (self.summary.get("events") or {}).items():
+            t = ev.get("time") if isinstance(ev, dict) else None
+            if isinstance(t, (int, float)) and np.isfinite(t) and t > 0:
+                marks.append((float(t), str(ev.get("label") or name)))
+        return marks
 
 
 def load_run(path: str | os.PathLike) -> RunData:
@@ -101,5 +116,5 @@ def load_run(path: str | os.PathLike) -> RunData:
         raise FileNotFoundError(f"{str(path)!r} is not a flowsim run folder (no config.json)")
     load = lambda name: read_npz(path / name) if (path / name).is_file() else {}  # noqa: E731
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
-    return RunData(path, json.loads((path / "config.json").read_text()), load("flow.npz"),
-                   load("gd.npz"), load("sgd.npz"), summary)
+    config = json.loads((path / "config.json").read_text()).get("config", {})
+    return RunData(path, config, load("flow.npz"), load("gd.npz"), load("sgd.npz"), summary)

@@ -27,17 +27,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from ..config import Config, n_random_slots
-from ..dynamics import AbstractDynamics
-from ..experiment import enable_precision, min_margin, run_flow, setup
-from ..flow import FlowSolution, integrate
+from ..._config import Config
+from ..config import n_random_slots
+from ..._dynamics import AbstractDynamics
+from ..._experiment import enable_precision, run_flow, setup
+from ..system import min_margin
+from ..._integrate import integrate
+from ..._solution import FlowSolution
 from ..model import CooccurrenceTransformer
 from ..observables import TYPES, margin_observables, random_token_overlap
-from ..problem import Problem, logistic_loss, make_problem
-from ..tasks.cooccurrence import make_dataset
-from ..verdicts import loglog_slope, rel_gap
+from ..._losses import logistic_loss
+from ..._problem import Problem, make_problem
+from ..data import make_dataset
+from ..._verdicts import loglog_slope, rel_gap
 from .gram import GramModel, GramObserver, ReducedGramFlow, blocks
-from .predictions import theory_gram_problem
+from .t1 import theory_gram_problem
 
 COMPARED_PHASE2 = ("loss", "min_margin", "G1", "G2", "G3", "N", "S1", "S2", "S3", "S4", "R")
 

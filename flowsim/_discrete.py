@@ -17,8 +17,8 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from . import _progress
-from .flow import Observer
-from .problem import Problem
+from ._integrate import Observer
+from ._problem import Problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,15 +175,15 @@ def gradient_descent(problem: Problem, lr: float, steps: Array, observer: Observ
     return _finish(steps, lr, out)
 
 
-def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_size: int,
-        seeds: int = 8, key: Array | None = None, momentum: float = 0.0, weight_decay: float = 0.0,
+def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_size: int, key: Array,
+        seeds: int = 8, momentum: float = 0.0, weight_decay: float = 0.0,
         sampling: str = "shuffle", progress: bool = False) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
     **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`), plus
     `batch_size`, `sampling` ("shuffle": each epoch uses n // batch_size batches of a fresh shuffle;
-    "iid": an independent batch of distinct samples at every step), `seeds` (count) and `key` (base
-    PRNG key; default `PRNGKey(0)`).
+    "iid": an independent batch of distinct samples at every step), `seeds` (count) and `key` (the PRNG
+    key of the minibatches, required: each seed's stream is split from it).
 
     **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
     """
@@ -192,7 +192,7 @@ def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_
         raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    keys = _spread(jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds))
+    keys = _spread(jax.random.split(key, seeds))
     with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
         out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), keys, batch_size,
                    _bar_arg(bar), sampling)

@@ -1,0 +1,174 @@
+"""Continuous vs discrete from one initial point, for any system: set up, run, summarise, save.
+
+`setup(config)` asks the config's system for data, model, problem, observer and events (every random
+stream split from `PRNGKey(config.seed)`); `run_experiment` integrates the gradient flow (locating the
+system's events), runs GD and SGD from the same initial point on the same save grid, and evaluates the
+system's held-out metric on each; `save_experiment` writes the results folder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import pathlib
+from collections.abc import Callable, Collection
+from typing import Any, final
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._config import Config
+from ._discrete import DiscreteSolution, gradient_descent, sgd
+from ._dynamics import AbstractDynamics, GradientFlow
+from ._grid import save_steps
+from ._integrate import integrate
+from ._registry import get_system
+from ._results import package_versions, write_json, write_npz
+from ._solution import FlowSolution
+from ._system import PIECES, RunKeys, RunRecord, Setup
+from ._timing import timed_call
+
+
+def enable_precision(precision: str) -> Any:
+    """Switch JAX to 64-bit when asked (flowsim's default) and return the float dtype to use."""
+    if precision == "float64":
+        jax.config.update("jax_enable_x64", True)
+        return jnp.float64
+    return jnp.float32
+
+
+def setup(config: Config, model: Any = None, data: Any = None) -> Setup:
+    """Draw (or take) the initial model and training set of `config`'s system and wrap them in a
+    `Setup`. Every random stream comes from `RunKeys.from_seed(config.seed)`; pass `model`/`data`
+    to start from a saved state instead (e.g. a reference `initial_state.npz`)."""
+    enable_precision(config.precision)
+    return get_system(config.system).setup(config, RunKeys.from_seed(config.seed), model, data)
+
+
+def step_grid(config: Config) -> np.ndarray:
+    """The config's save grid in GD steps (flow times are these times lr)."""
+    return save_steps(config.steps, config.n_save_log, config.n_save_lin)
+
+
+def run_flow(s: Setup, *, dynamics: AbstractDynamics | None = None, progress: bool = False,
+             **overrides: Any) -> FlowSolution:
+    """Gradient flow (or `dynamics`) of the setup's problem on the config's save grid, locating the
+    system's events; `overrides` are keyword arguments of `flowsim.integrate`."""
+    c = s.config
+    dtype = jax.tree.leaves(s.problem.params0)[0].dtype
+    ts = jnp.asarray(step_grid(c) * c.lr, dtype)
+    kw: dict[str, Any] = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps,
+                              event=s.events or None)
+    kw.update(overrides)
+    return integrate(GradientFlow() if dynamics is None else dynamics, s.problem, ts, s.observer,
+                     progress=progress, **kw)
+
+
+def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
+    """Full-batch GD of the setup's problem with the config's lr and steps, on its save grid."""
+    c = s.config
+    return gradient_descent(s.problem, c.lr, step_grid(c), s.observer, progress=progress)
+
+
+def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
+    """Minibatch SGD (the config's batch size and seed count; minibatch key `s.keys.sgd`)."""
+    c = s.config
+    return sgd(s.problem, c.lr, step_grid(c), s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds,
+               key=s.keys.sgd, progress=progress)
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class ExperimentResult:
+    """The solutions of one run (a piece not run is None), the system's held-out metric of each
+    run's final parameters (`held_out`: flow, gd, sgd_mean) and timings (s; `<name>_compile` is the
+    part spent lowering and compiling with XLA, see `flowsim._timing`)."""
+
+    setup: Setup
+    flow: FlowSolution | None
+    gd: DiscreteSolution | None
+    sgd: DiscreteSolution | None
+    held_out: dict[str, float]
+    timings: dict[str, float]
+
+    @property
+    def record(self) -> RunRecord:
+        return RunRecord(self.setup.config, self.flow, self.gd, self.sgd)
+
+
+def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | None = None,
+                   pieces: Collection[str] = PIECES) -> ExperimentResult:
+    """Run the flow, GD and SGD (those in `pieces`) for `config`; nothing is written to disk.
+
+    The runs are independent programs dispatched from two threads (XLA releases the GIL): the flow
+    (mostly compilation) and GD first, side by side on the two cores, then SGD, whose seed axis is
+    sharded over all local devices when there are several (see `flowsim.sgd`).
+    """
+    unknown = sorted(set(pieces) - set(PIECES))
+    if unknown:
+        raise ValueError(f"unknown pieces {unknown}; choose from {PIECES}")
+    s = setup(config) if setup_ is None else setup_
+    system = get_system(s.config.system)
+    timings: dict[str, float] = {}
+    held: dict[str, float] = {}
+    key = s.keys.test
+
+    def job(name: str, fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            out, timings[name], timings[f"{name}_compile"] = timed_call(fn, s, progress=progress)
+            if name == "sgd":
+                per_seed = eqx.filter_vmap(system.held_out, in_axes=(None, 0, None))(s, out.params, key)
+                held["sgd_mean"] = float(jnp.mean(per_seed))
+            else:
+                held[name] = float(system.held_out(s, out.params, key))
+            return out
+        return run
+
+    fns = {"flow": run_flow, "gd": run_gd, "sgd": run_sgd}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = {p: pool.submit(job(p, fns[p])) for p in PIECES if p in pieces}
+        sols = {p: f.result() for p, f in futures.items()}
+    return ExperimentResult(s, sols.get("flow"), sols.get("gd"), sols.get("sgd"), held, timings)
+
+
+def summarize(result: ExperimentResult) -> dict[str, Any]:
+    """summary.json content: events, verdicts, solver stats, divergence, held-out metric, timings."""
+    system = get_system(result.setup.config.system)
+    record = result.record
+    flow, gd, sg = result.flow, result.gd, result.sgd
+    out: dict[str, Any] = {"system": system.name}
+    if flow is not None:
+        out["events"] = {name: {"time": hit.time if hit.fired else None, "label": hit.label,
+                                "obs": {k: v for k, v in (hit.obs or {}).items() if np.ndim(v) == 0}}
+                         for name, hit in flow.events.items()}
+    out.update(system.summary_extras(record) if flow is not None else {})
+    out["verdicts"] = [v.to_dict() for v in system.verdicts(record)] if flow is not None else []
+    if flow is not None:
+        out["flow"] = {"result": flow.result, "t_reached": flow.t_reached, "num_steps": flow.num_steps}
+    if gd is not None:
+        out["gd"] = {"diverged_step": int(gd.diverged_step)}
+    if sg is not None:
+        out["sgd"] = {"diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)]}
+    out["held_out"] = result.held_out
+    out["timings_s"] = result.timings
+    return out
+
+
+def save_experiment(result: ExperimentResult, out: str | pathlib.Path) -> dict[str, Any]:
+    """Write a run folder (layout in `flowsim.load_run`) and return the summary dict."""
+    out = pathlib.Path(out)
+    s = result.setup
+    system = get_system(s.config.system)
+    write_json(out / "config.json", {"config": s.config.to_dict(), "seed": s.config.seed,
+                                     "versions": package_versions()})
+    write_npz(out / "initial_state.npz", system.initial_arrays(s))
+    if result.flow is not None:
+        write_npz(out / "flow.npz", {"t": result.flow.ts, **result.flow.obs})
+    for name, sol in (("gd", result.gd), ("sgd", result.sgd)):
+        if sol is not None:
+            write_npz(out / f"{name}.npz", {"t": sol.ts, "step": sol.steps, **sol.obs})
+    summary = summarize(result)
+    write_json(out / "summary.json", summary)
+    return summary

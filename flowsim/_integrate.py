@@ -1,0 +1,214 @@
+"""Integrate any `AbstractDynamics` with diffrax, recording observables and locating events.
+
+The state is the trainable parameter PyTree itself (no flattening). Observables are recorded through
+`SaveAt(fn=...)`, so long solves keep only the tracked scalars. Events (named conditions with a
+direction, `flowsim.Event`) are root-found on the solver's dense output; after each event the solve
+continues from the state at the event with that event disarmed, and the pieces are merged on the
+requested save grid. One compiled solve serves every piece.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, PyTree
+
+from ._dynamics import AbstractDynamics
+from ._events import Event
+from ._problem import Problem
+from ._solution import EventHit, FlowError, FlowSolution, result_index, result_name
+from ._validate import check_dynamics, check_save_times, check_tolerances
+
+Observer = Callable[[Array, PyTree, Problem], PyTree]
+EventCondition = Callable[[Array, PyTree, Problem], Array]
+
+SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "heun": diffrax.Heun,
+    "euler": diffrax.Euler,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+
+__all__ = ["SOLVERS", "EventHit", "FlowError", "FlowSolution", "integrate"]
+
+
+def _make_solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    if solver not in SOLVERS:
+        raise ValueError(f"invalid solver={solver!r}: solver must be one of {tuple(SOLVERS)}")
+    return SOLVERS[solver]()
+
+
+def _controller(solver: diffrax.AbstractSolver, rtol: Array, atol: Array, dt: float | None):
+    if isinstance(solver, diffrax.Euler | diffrax.Heun) and dt is not None:
+        return diffrax.ConstantStepSize()
+    return diffrax.PIDController(rtol=rtol, atol=atol)
+
+
+def _summed(fn: Callable) -> Callable:
+    def g(y, args):
+        f, aux = fn(y, args)
+        return sum(jax.tree.leaves(f)), aux
+    return g
+
+
+class _SummedBisection(optx.AbstractRootFinder):
+    """Bisection on the sum of a PyTree of conditions. diffrax hands its root finder one value per
+    event condition, zero for all but the event that fired, so the sum is that event's condition."""
+
+    rtol: float
+    atol: float
+    norm: Callable = optx.max_norm
+
+    def _inner(self) -> optx.Bisection:
+        return optx.Bisection(rtol=self.rtol, atol=self.atol)
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        return self._inner().init(_summed(fn), y, args, options, jax.ShapeDtypeStruct((), y.dtype), aux_struct, tags)
+
+    def step(self, fn, y, args, options, state, tags):
+        return self._inner().step(_summed(fn), y, args, options, state, tags)
+
+    def terminate(self, fn, y, args, options, state, tags):
+        return self._inner().terminate(_summed(fn), y, args, options, state, tags)
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return self._inner().postprocess(_summed(fn), y, aux, args, options, state, tags, result)
+
+
+def _as_events(event: Event | EventCondition | Sequence[Event] | None) -> tuple[Event, ...]:
+    if event is None:
+        return ()
+    if isinstance(event, Event):
+        return (event,)
+    if callable(event):
+        return (Event("event", event),)
+    events = tuple(event)
+    if not all(isinstance(e, Event) for e in events):
+        raise TypeError("event must be an Event, a condition function, or a sequence of Events")
+    names = [e.name for e in events]
+    if len(set(names)) != len(names):
+        raise ValueError(f"event names must be unique, got {names}")
+    return events
+
+
+@eqx.filter_jit
+def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps,
+           progress):
+    """One diffeqsolve from (t0, y0) to t1, saving `observer` at `ts` and the state at its end.
+
+    Event i is armed only where `active[i]` is true, so the same compiled solve serves every piece.
+    Returns (observables, end time, end state, result index, steps, which events fired).
+    """
+    saveat = diffrax.SaveAt(subs=[
+        diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
+        diffrax.SubSaveAt(t1=True)])
+    ev = None
+    if events:
+        dtype = ts.dtype
+
+        def make_cond(i, e):
+            def cond(t, y, args, **kwargs):
+                value = jnp.asarray(e.condition(t, dynamics.params(y), args), dtype)
+                # A disarmed event sits at a constant away from zero on the side it would leave from.
+                return jnp.where(active[i], value, -1.0 if e.direction != "down" else 1.0).astype(dtype)
+            return cond
+
+        # Bisection on the step's dense interpolant: robust where the condition has kinks (a min
+        # over samples switches sample), where Newton can stall.
+        tol = 1e-12 if ts.dtype == jnp.float64 else 1e-5
+        ev = diffrax.Event([make_cond(i, e) for i, e in enumerate(events)],
+                           root_finder=_SummedBisection(rtol=tol, atol=tol),
+                           direction=[e.diffrax_direction for e in events])
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(dynamics.vector_field), solver, t0, t1, dt0, y0, args=problem, saveat=saveat,
+        stepsize_controller=_controller(solver, rtol, atol, dt0), max_steps=max_steps, throw=False,
+        event=ev, progress_meter=diffrax.TqdmProgressMeter(refresh_steps=50) if progress
+        else diffrax.NoProgressMeter())
+    y_end = jax.tree.map(lambda x: x[-1], sol.ys[1])
+    fired = jnp.stack(sol.event_mask) if events else jnp.zeros((0,), bool)
+    return sol.ys[0], sol.ts[1][-1], y_end, result_index(sol.result), sol.stats["num_steps"], fired
+
+
+def integrate(
+    dynamics: AbstractDynamics,
+    problem: Problem,
+    ts: Array | np.ndarray,
+    observer: Observer,
+    *,
+    event: Event | EventCondition | Sequence[Event] | None = None,
+    solver: str | diffrax.AbstractSolver = "tsit5",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    dt0: float | None = None,
+    max_steps: int = 200_000,
+    progress: bool = False,
+) -> FlowSolution:
+    """Integrate `dynamics` from `problem.params0` over [ts[0], ts[-1]], recording `observer` at `ts`.
+
+    Checks before compiling: save times (floating, finite, strictly increasing, at least 2),
+    tolerances (finite, > 0), finite initial parameters, that the vector field returns the state's
+    PyTree structure and that the observer returns a PyTree of arrays.
+
+    **Arguments:** `dynamics`: an `AbstractDynamics`; `problem`: the `Problem` (passed as `args`);
+    `ts`: save times; `observer(t, params, problem)`: PyTree of arrays to record (`params` is the
+    trainable part; `problem.model(params)` is the full model); `event`: one `flowsim.Event`, several
+    (each located once, in the order they fire), or a bare condition (an upward crossing, named
+    "event"); `solver`: a name in `SOLVERS` or a diffrax solver; `rtol`, `atol`: PID controller
+    tolerances (`dt0` with "euler"/"heun" gives fixed steps instead); `max_steps`: per piece.
+
+    **Returns:** a [`FlowSolution`][flowsim.FlowSolution]; failures are reported in `.result`
+    (call `.check()` to raise).
+    """
+    ts = check_save_times(ts, "ts")
+    solver = _make_solver(solver)
+    if isinstance(solver, diffrax.Euler | diffrax.Heun) and dt0 is None:
+        raise ValueError(f"{type(solver).__name__} has no error estimate here: pass dt0 for fixed steps")
+    check_tolerances(rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps)
+    rtol_, atol_ = jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype)
+    events = _as_events(event)
+    y0 = dynamics.initial_state(problem.params0)
+    check_dynamics(dynamics, problem, observer, y0, ts[0], events)
+
+    def piece(t0, y, save_ts, active):
+        return _piece(dynamics, problem, observer, events, solver, t0, ts[-1], y, save_ts,
+                      jnp.asarray(active, bool), rtol_, atol_, dt0, max_steps, progress)
+
+    active = np.ones(len(events), bool)
+    obs, t_end, y_end, code, num_steps, fired = piece(ts[0], y0, ts, active)
+    hits: dict[str, EventHit] = {}
+    while events and result_name(code) == "event_occurred":
+        armed = np.flatnonzero(np.asarray(fired) & active)
+        if armed.size == 0:
+            break
+        i = int(armed[0])
+        active[i] = False
+        t_ev, p_ev = float(t_end), dynamics.params(y_end)
+        # Continue from the event state; save times before the event are clipped to it (so the
+        # first save of this piece is the observer at the event) and then taken from earlier pieces.
+        obs2, t_end, y_end, code, steps2, fired = piece(t_end, y_end, jnp.maximum(ts, t_end), active)
+        hits[events[i].name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), obs2), p_ev,
+                                        events[i].label)
+        later = ts > t_ev
+        obs = jax.tree.map(lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), obs, obs2)
+        num_steps = num_steps + steps2
+    for e in events:
+        hits.setdefault(e.name, EventHit(float("nan"), None, None, e.label))
+    return FlowSolution(
+        ts=np.asarray(ts),
+        obs=jax.tree.map(np.asarray, obs),
+        params=dynamics.params(y_end),
+        events=hits,
+        result=result_name(code),
+        num_steps=int(num_steps),
+        t_reached=float(t_end),
+    )

@@ -1,0 +1,90 @@
+"""Checks run on the host before anything compiles: save times, tolerances, initial state, and an
+abstract evaluation of the vector field, diffusion, observer and event conditions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from ._events import Event
+
+
+def check_save_times(ts: Any, name: str = "ts") -> Array:
+    """`ts` as a floating JAX array, after checking it is 1-D, of length >= 2, finite and strictly
+    increasing. Integer times are refused (they would make the tolerances integers too)."""
+    arr = np.asarray(ts)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name} must be floating-point times (got dtype {arr.dtype}); e.g. steps * lr")
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise ValueError(f"{name} must be a 1-D array of at least 2 times, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    if not np.all(np.diff(arr) > 0):
+        raise ValueError(f"{name} must be strictly increasing")
+    return jnp.asarray(ts)
+
+
+def check_tolerances(*, rtol: float, atol: float, dt0: float | None, max_steps: int) -> None:
+    """Refuse non-finite or non-positive tolerances and step sizes, and a non-positive step budget."""
+    for name, v in (("rtol", rtol), ("atol", atol)) + ((("dt0", dt0),) if dt0 is not None else ()):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"invalid {name}={v!r}: {name} must be a finite number > 0")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"invalid max_steps={max_steps!r}: max_steps must be a positive integer")
+
+
+def _shapes(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def check_finite(tree: PyTree, what: str) -> None:
+    """Raise `ValueError` if any leaf of `tree` holds a non-finite value (names the leaf's path)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if eqx.is_inexact_array(leaf) and not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"{what} has non-finite values at {jax.tree_util.keystr(path)}")
+
+
+def check_dynamics(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: Array,
+                   events: Sequence[Event] = ()) -> None:
+    """Abstractly evaluate the vector field (and diffusion, observer, event conditions) once, before
+    anything compiles; check that the initial state is finite.
+
+    Raises `TypeError` naming what is wrong: a vector field whose output PyTree differs from the
+    state's (structure, shapes or dtypes), a diffusion whose product with the noise does, an observer
+    that does not return a PyTree of arrays, or an event condition that is not a real scalar.
+    """
+    check_finite(y0, "the initial state")
+    name = type(dynamics).__name__
+    try:
+        out = eqx.filter_eval_shape(dynamics.vector_field, t0, y0, problem)
+    except Exception as e:  # surface the user's error with the dynamics' name
+        raise TypeError(f"{name}.vector_field failed on the initial state: {e}") from e
+    if jax.tree.structure(out) != jax.tree.structure(y0) or _shapes(out) != _shapes(y0):
+        raise TypeError(f"{name}.vector_field must return a PyTree with the structure, shapes and dtypes of "
+                        f"the state {_shapes(y0)}; got {_shapes(out)}")
+    shape = dynamics.noise_shape(problem)
+    if dynamics.diffusion(t0, y0, problem) is not None:
+        dtype = jax.tree.leaves(y0)[0].dtype
+        prod = eqx.filter_eval_shape(lambda y: dynamics.diffusion(t0, y, problem).mv(jnp.zeros(shape, dtype)), y0)
+        if jax.tree.structure(prod) != jax.tree.structure(y0) or _shapes(prod) != _shapes(y0):
+            raise TypeError(f"{name}.diffusion(...).mv(noise of shape {shape}) must return the state's PyTree")
+    params = dynamics.params(y0)
+    if observer is not None:
+        obs = eqx.filter_eval_shape(observer, t0, params, problem)
+        bad = [x for x in jax.tree.leaves(obs) if not isinstance(x, jax.ShapeDtypeStruct)]
+        if bad:
+            raise TypeError(f"the observer must return a PyTree of arrays; got leaves {bad[:3]}")
+    for e in events:
+        try:
+            v = eqx.filter_eval_shape(e.condition, t0, params, problem)
+        except Exception as err:
+            raise TypeError(f"event {e.name!r}: its condition failed on the initial state: {err}") from err
+        if not isinstance(v, jax.ShapeDtypeStruct) or v.shape != () or not jnp.issubdtype(v.dtype, jnp.floating):
+            raise TypeError(f"event {e.name!r}: the condition must return a real scalar, got {v}")

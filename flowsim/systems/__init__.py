@@ -1,0 +1,6 @@
+"""The built-in systems: one folder each, registered here with one line each."""
+
+from .._registry import register
+from .cooccurrence import SYSTEM as _COOCCURRENCE
+
+register(_COOCCURRENCE, default=True, replace=True)
