@@ -63,14 +63,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowsim import (
+    Config,
+    DiscreteSolution,
+    FlowSolution,
+    GradientFlow,
+    Problem,
+    Setup,
+    gradient_descent,
+    integrate,
+    min_margin,
+    run_flow,
+    save_steps,
+    setup,
+    sgd,
+)
+from flowsim._integrate import SOLVERS
 from flowsim._timing import timed_call
-from flowsim.config import Config
-from flowsim.discrete import DiscreteSolution, gradient_descent, sgd
-from flowsim.dynamics import GradientFlow
-from flowsim.experiment import Setup, min_margin, run_flow, setup
-from flowsim.flow import SOLVERS, FlowSolution, integrate
-from flowsim.grid import save_steps
-from flowsim.problem import Problem
 
 OBSERVABLES = ("G1", "G2", "G3", "score_12", "score_31")
 RESULTS_PATH = pathlib.Path(__file__).with_name("results_flow.md")

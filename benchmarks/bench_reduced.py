@@ -37,7 +37,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import flowsim  # noqa: E402
-from flowsim.theory import GramObserver, ReducedGramFlow, gram_problem, reduce_problem, wishart_gram  # noqa: E402
+from flowsim.systems.cooccurrence.theory import (  # noqa: E402
+    GramObserver,
+    ReducedGramFlow,
+    gram_problem,
+    reduce_problem,
+    wishart_gram,
+)
 
 N, L, D, M1 = 60, 5, 16, 256
 FULL_MS = (64, 256, 1024)

@@ -1,4 +1,4 @@
-"""Sweep throughput: points per second, sequential-naive vs `flowsim.sweep`, side by side in one run.
+"""Sweep throughput: points per second, sequential-naive vs `flowsim.run_sweep`, side by side in one run.
 
     python benchmarks/bench_sweep.py [--steps 300] [--naive-points 6]
 
@@ -35,7 +35,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from flowsim.sweep import SweepSpec, run_point, run_sweep  # noqa: E402
+from flowsim import SweepSpec, run_point, run_sweep  # noqa: E402
 
 MEASURES = ["T1", "loss_T", "attn_disp_T1"]
 

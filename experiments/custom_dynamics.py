@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import flowsim
-from flowsim.compare import Curve
-from flowsim.plots import plot_overlay
+from flowsim import Curve, plot_overlay
 
 jax.config.update("jax_enable_x64", True)
 
@@ -58,7 +57,7 @@ def main(out: str) -> None:
     flow = flowsim.integrate(flowsim.GradientFlow(), problem, steps * lr, observe)
     fast = flowsim.integrate(LayerwiseFlow(4.0), problem, steps * lr, observe)
     gd = flowsim.gradient_descent(problem, lr, steps, observe)
-    sgd = flowsim.sgd(problem, lr, steps, observe, batch_size=8, seeds=8)
+    sgd = flowsim.sgd(problem, lr, steps, observe, batch_size=8, seeds=8, key=jax.random.PRNGKey(0))
     curves = {"flow": Curve("gradient flow", flow.ts, flow.obs),
               "layerwise": Curve("layer-wise flow (ratio 4)", fast.ts, fast.obs),
               "gd": Curve("GD", gd.ts, gd.obs), "sgd": Curve("SGD (8 seeds)", sgd.ts, sgd.obs, ensemble=True)}

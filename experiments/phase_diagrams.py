@@ -24,8 +24,8 @@ DIAGRAMS = {
 
 
 def run(name: str, workers: int | None) -> None:
-    from flowsim.phase_diagram import load_sweep, plot_phase_diagram, write_csv
-    from flowsim.sweep import SweepSpec, run_sweep
+    from flowsim import SweepSpec, load_sweep, plot_phase_diagram, run_sweep
+    from flowsim._phase_diagram import write_csv
 
     x, y, measures = DIAGRAMS[name]
     results = HERE / "results"

@@ -11,10 +11,8 @@ Writes experiments/results/sme_vs_sgd.{json,png} and the overlay at the largest 
 import pathlib
 import time
 
-from flowsim import Config
-from flowsim.compare import compare, compare_lrs
-from flowsim.plots import plot_distance_vs_lr, plot_overlay
-from flowsim.results import package_versions, write_json
+from flowsim import Config, compare, compare_lrs, plot_distance_vs_lr, plot_overlay
+from flowsim._results import package_versions, write_json
 
 OUT = pathlib.Path(__file__).parent / "results"
 CONFIG = Config(n=12, L=4, d=16, m=16, m1=16, batch_size=4, sgd_seeds=32, n_save_log=12, n_save_lin=8)

@@ -108,8 +108,8 @@ def _print_C(name: str, res: dict) -> None:
 
 def separation_vs_n() -> dict:
     """The ratio of `score_change_projections` at one width for several n (one compile per n)."""
-    from flowsim.theory.attention import score_change_projections
-    from flowsim.verdicts import loglog_slope
+    from flowsim import loglog_slope
+    from flowsim.systems.cooccurrence.theory.attention import score_change_projections
 
     rows = []
     for n in RATIO_NS:
@@ -121,8 +121,11 @@ def separation_vs_n() -> dict:
 
 
 def main() -> None:
-    from flowsim.results import package_versions, write_json
-    from flowsim.theory.attention import attention_displacement_vs_L, score_change_projections
+    from flowsim._results import package_versions, write_json
+    from flowsim.systems.cooccurrence.theory.attention import (
+        attention_displacement_vs_L,
+        score_change_projections,
+    )
 
     t0 = time.perf_counter()
     disp = attention_displacement_vs_L(LS, L_SEEDS)

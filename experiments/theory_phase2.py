@@ -37,10 +37,13 @@ ROW_KEYS = ("n", "m", "seed", "value_term_ratio", "err_loss", "err_rand_loss", "
 
 def full_model(regime: str) -> dict[str, Any]:
     """Flow of the full model at the paper's sizes in one regime, with the Phase-2 comparisons."""
-    from flowsim.config import Config
-    from flowsim.experiment import run_flow, setup
-    from flowsim.observables import random_token_overlap
-    from flowsim.theory.phase2 import attention_ablation, balancing_summary, compare_phase2, loss_law_fit
+    from flowsim import Config, random_token_overlap, run_flow, setup
+    from flowsim.systems.cooccurrence.theory.phase2 import (
+        attention_ablation,
+        balancing_summary,
+        compare_phase2,
+        loss_law_fit,
+    )
 
     config = Config(**REGIMES[regime])
     s = setup(config)
@@ -124,8 +127,8 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from flowsim.results import package_versions, write_json
-    from flowsim.theory.phase2 import phase2_scan
+    from flowsim._results import package_versions, write_json
+    from flowsim.systems.cooccurrence.theory.phase2 import phase2_scan
 
     start = time.perf_counter()
     scans = {"m": phase2_scan("m", WIDTHS, SEEDS, n=24), "n": phase2_scan("n", NS, SEEDS, m=16384)}

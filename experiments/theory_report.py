@@ -8,7 +8,7 @@ assumptions hold and in the paper's own experiment, side by side.
 Inputs (each written by its own script, which it names in the table): theory_t1_scaling.json,
 theory_attention.json, theory_phase2.json. This script also runs T1 vs width with the FULL model in
 the paper's experiment regime (kaiming init, tokens with replacement, n=60, L=5, d=64, m1=256;
-widths 64..1024, 3 seeds; `flowsim.theory.t1_full_model`), writes theory_t1_full_model.json, and then
+widths 64..1024, 3 seeds; `flowsim.systems.cooccurrence.theory.t1_full_model`), writes theory_t1_full_model.json, and then
 theory_report.md and theory_report.json. It replaces the table between the markers
 <!-- theory-table:start --> and <!-- theory-table:end --> in README.md. It prints the total wall time.
 
@@ -184,9 +184,9 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from flowsim.config import Config
-    from flowsim.results import package_versions, write_json
-    from flowsim.theory import t1_full_model
+    from flowsim import Config
+    from flowsim._results import package_versions, write_json
+    from flowsim.systems.cooccurrence.theory import t1_full_model
 
     start = time.perf_counter()
     if args.rerun:

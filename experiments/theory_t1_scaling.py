@@ -105,8 +105,8 @@ def report(name: str, res: dict) -> None:
 
 
 def main() -> None:
-    from flowsim.results import package_versions, write_json
-    from flowsim.theory.predictions import t1_scaling
+    from flowsim._results import package_versions, write_json
+    from flowsim.systems.cooccurrence.theory.t1 import t1_scaling
 
     t0 = time.perf_counter()
     results = {name: t1_scaling(name, values, SEEDS, **kw) for name, (values, kw) in AXES.items()}  # type: ignore[arg-type]

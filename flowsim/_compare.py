@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import final
 
-import jax
 import numpy as np
 
 from ._config import Config

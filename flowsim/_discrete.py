@@ -9,25 +9,33 @@ loss) is tracked in the carry and reported as the first bad step.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
+from numpy.typing import ArrayLike
 
 from . import _progress
+from ._events import Event, locate_discrete
 from ._integrate import Observer
 from ._problem import Problem
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class DiscreteSolution:
     """Output of [`gradient_descent`][] and [`sgd`][].
 
     **Fields:** `steps` (S,) recorded step indices; `ts` = steps * lr; `obs` observables with leading
     axis S (SGD: (seeds, S, ...)); `params` final parameters (SGD: leading seed axis);
-    `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed).
+    `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed);
+    `crossings` event name -> (time, first recorded step at or after it) where the event's condition
+    crosses zero in its direction, interpolated between save points (nan, -1 if it never does; SGD:
+    arrays over seeds).
     """
 
     steps: np.ndarray
@@ -35,6 +43,7 @@ class DiscreteSolution:
     obs: dict[str, np.ndarray]
     params: PyTree
     diverged_step: np.ndarray
+    crossings: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -55,6 +64,7 @@ def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = 
     return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
 
 
+@final
 class _Update(eqx.Module):
     """theta <- theta + v, v <- momentum v - lr (grad + weight_decay theta); plain GD when both are None.
 
@@ -94,7 +104,8 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
 
     def advance(params, vel, bad, k0, length, key):
         def body(j, carry):
-            return _step(problem, update, *carry, k0 + j, key, batch_size, sampling)
+            params, vel, bad = carry
+            return _step(problem, update, params, vel, bad, k0 + j, key, batch_size, sampling)
 
         return jax.lax.fori_loop(0, length, body, (params, vel, bad))
 
@@ -105,7 +116,7 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
     if batched:
         advance = jax.vmap(advance, in_axes=(0, 0, 0, None, None, 0))
         observe = jax.vmap(observe, in_axes=(None, 0))
-        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0],) + x.shape), params0)
+        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0], *x.shape)), params0)
         bad0 = jnp.full(keys.shape[0], -1)
     else:
         bad0 = jnp.asarray(-1)
@@ -132,7 +143,7 @@ def _bar_arg(bar: int) -> Array | None:
 
 
 def _update(lr: float, momentum: float, weight_decay: float) -> _Update:
-    opt = lambda x: None if x == 0 else jnp.asarray(x)  # noqa: E731
+    opt = lambda x: None if x == 0 else jnp.asarray(x)
     return _Update(jnp.asarray(lr), opt(momentum), opt(weight_decay))
 
 
@@ -146,38 +157,64 @@ def _spread(keys: Array) -> Array:
     return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
 
 
-def _check_steps(steps: Array) -> np.ndarray:
+def _check_steps(steps: ArrayLike) -> np.ndarray:
     steps = np.asarray(steps, dtype=np.int64)
     if steps.ndim != 1 or steps.size < 2 or steps[0] != 0 or np.any(np.diff(steps) <= 0):
         raise ValueError("steps must be a strictly increasing 1-D integer array starting at 0")
     return steps
 
 
-def _finish(steps, lr, out) -> DiscreteSolution:
+@final
+class _WithEvents(eqx.Module):
+    """An observer that also records each event's condition (under `events`)."""
+
+    observer: Observer
+    events: tuple[Event, ...]
+
+    def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, PyTree]:
+        conds = {e.name: jnp.asarray(e.condition(t, params, problem)) for e in self.events}
+        return {"obs": self.observer(t, params, problem), "events": conds}
+
+
+def _finish(steps, lr, out, events: Sequence[Event] = ()) -> DiscreteSolution:
     obs, params, bad = out
-    return DiscreteSolution(steps, steps * lr, jax.tree.map(np.asarray, obs), params, np.asarray(bad))
+    obs = jax.tree.map(np.asarray, obs)
+    crossings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if events:
+        conds, obs = obs["events"], obs["obs"]
+        ts = steps * lr
+        for e in events:
+            v = np.atleast_2d(conds[e.name])  # (seeds, S); GD has one row
+            found = [locate_discrete(e, ts, row) for row in v]
+            time, idx = np.array([f[0] for f in found]), np.array([steps[f[1]] if f[1] >= 0 else -1 for f in found])
+            crossings[e.name] = (time, idx) if np.ndim(conds[e.name]) == 2 else (time[0], idx[0])
+    return DiscreteSolution(steps, steps * lr, obs, params, np.asarray(bad), crossings)
 
 
-def gradient_descent(problem: Problem, lr: float, steps: Array, observer: Observer, *,
-                     momentum: float = 0.0, weight_decay: float = 0.0,
+def _observer(observer: Observer, events: Sequence[Event]) -> Observer:
+    return _WithEvents(observer, tuple(events)) if events else observer
+
+
+def gradient_descent(problem: Problem, lr: float, steps: ArrayLike, observer: Observer, *,
+                     momentum: float = 0.0, weight_decay: float = 0.0, events: Sequence[Event] = (),
                      progress: bool = False) -> DiscreteSolution:
     """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
 
     **Arguments:** `lr` step size; `steps` increasing integer step indices starting at 0 (the last
     is the number of steps run); `observer(t, params, problem)` as for the flow; `momentum` β:
     heavy ball v <- βv - lr g, theta <- theta + v (v starts at 0); `weight_decay` λ: g = ∇L + λθ;
-    `progress` shows a tqdm bar.
+    `events`: `flowsim.Event`s located on the recorded steps (`crossings`); `progress` shows a tqdm bar.
     """
     steps = _check_steps(steps)
     with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
-        out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), None, 0,
-                   _bar_arg(bar))
-    return _finish(steps, lr, out)
+        out = _run(problem, _observer(observer, events), _update(lr, momentum, weight_decay), jnp.asarray(steps),
+                   None, 0, _bar_arg(bar))
+    return _finish(steps, lr, out, events)
 
 
-def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_size: int, key: Array,
+def sgd(problem: Problem, lr: float, steps: ArrayLike, observer: Observer, *, batch_size: int, key: Array,
         seeds: int = 8, momentum: float = 0.0, weight_decay: float = 0.0,
-        sampling: str = "shuffle", progress: bool = False) -> DiscreteSolution:
+        sampling: str = "shuffle", events: Sequence[Event] = (), progress: bool = False) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
     **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`), plus
@@ -194,6 +231,6 @@ def sgd(problem: Problem, lr: float, steps: Array, observer: Observer, *, batch_
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     keys = _spread(jax.random.split(key, seeds))
     with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
-        out = _run(problem, observer, _update(lr, momentum, weight_decay), jnp.asarray(steps), keys, batch_size,
-                   _bar_arg(bar), sampling)
-    return _finish(steps, lr, out)
+        out = _run(problem, _observer(observer, events), _update(lr, momentum, weight_decay), jnp.asarray(steps),
+                   keys, batch_size, _bar_arg(bar), sampling)
+    return _finish(steps, lr, out, events)

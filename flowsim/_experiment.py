@@ -69,14 +69,14 @@ def run_flow(s: Setup, *, dynamics: AbstractDynamics | None = None, progress: bo
 def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
     """Full-batch GD of the setup's problem with the config's lr and steps, on its save grid."""
     c = s.config
-    return gradient_descent(s.problem, c.lr, step_grid(c), s.observer, progress=progress)
+    return gradient_descent(s.problem, c.lr, step_grid(c), s.observer, events=s.events, progress=progress)
 
 
 def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
     """Minibatch SGD (the config's batch size and seed count; minibatch key `s.keys.sgd`)."""
     c = s.config
     return sgd(s.problem, c.lr, step_grid(c), s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds,
-               key=s.keys.sgd, progress=progress)
+               key=s.keys.sgd, events=s.events, progress=progress)
 
 
 @final
@@ -148,9 +148,12 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
     if flow is not None:
         out["flow"] = {"result": flow.result, "t_reached": flow.t_reached, "num_steps": flow.num_steps}
     if gd is not None:
-        out["gd"] = {"diverged_step": int(gd.diverged_step)}
+        out["gd"] = {"diverged_step": int(gd.diverged_step),
+                     "events": {k: {"time": float(t), "step": int(i)} for k, (t, i) in gd.crossings.items()}}
     if sg is not None:
-        out["sgd"] = {"diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)]}
+        out["sgd"] = {"diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)],
+                      "events": {k: {"time": np.asarray(t).tolist(), "step": np.asarray(i).tolist()}
+                                 for k, (t, i) in sg.crossings.items()}}
     out["held_out"] = result.held_out
     out["timings_s"] = result.timings
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import tomllib
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ def require(cond: bool, name: str, allowed: str, value: Any) -> None:
         raise ConfigError(f"invalid {name}={value!r}: {name} must be {allowed}")
 
 
-def field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+def field(default: Any, help: str, *, low: int | float | None = None, high: int | float | None = None,
           low_open: bool = False, high_open: bool = False, choices: Sequence[str] | None = None,
           shape: bool = False) -> Any:
     """A dataclass field with metadata for validation and the CLI.
@@ -62,12 +63,13 @@ def allowed(f: dataclasses.Field) -> str:
         noun, lo = "a positive integer", None
     if lo is None and hi is None:
         return noun
+    num = (lambda x: str(int(x))) if k is int else (lambda x: f"{x:g}")  # ints exactly: 2147483647, not 2.14748e+09
     if lo is not None and hi is not None:
         left, right = "(" if m.get("low_open") else "[", ")" if m.get("high_open") else "]"
-        return f"{noun} in {left}{lo:g}, {hi:g}{right}"
+        return f"{noun} in {left}{num(lo)}, {num(hi)}{right}"
     if lo is not None:
-        return f"{noun} {'>' if m.get('low_open') else '>='} {lo:g}"
-    return f"{noun} {'<' if m.get('high_open') else '<='} {hi:g}"
+        return f"{noun} {'>' if m.get('low_open') else '>='} {num(lo)}"
+    return f"{noun} {'<' if m.get('high_open') else '<='} {num(hi)}"
 
 
 def _ok(f: dataclasses.Field, v: Any) -> bool:
@@ -107,7 +109,7 @@ def shape_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("shape"))
 
 
-def read_table(path: str | pathlib.Path, what: str, error: type[ConfigError] = ConfigError) -> Any:
+def read_table(path: str | os.PathLike[str], what: str, error: type[ConfigError] = ConfigError) -> Any:
     """Parse a `.toml`, `.json` or (with pyyaml) `.yaml`/`.yml` file; any failure raises `error`
     with one line naming the file (`what` says what kind of file it is)."""
     path = pathlib.Path(path)

@@ -10,6 +10,7 @@ requested save grid. One compiled solve serves every piece.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import final
 
 import diffrax
 import equinox as eqx
@@ -61,6 +62,7 @@ def _summed(fn: Callable) -> Callable:
     return g
 
 
+@final
 class _SummedBisection(optx.AbstractRootFinder):
     """Bisection on the sum of a PyTree of conditions. diffrax hands its root finder one value per
     event condition, zero for all but the event that fired, so the sum is that event's condition."""
@@ -120,7 +122,10 @@ def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, 
             def cond(t, y, args, **kwargs):
                 value = jnp.asarray(e.condition(t, dynamics.params(y), args), dtype)
                 # A disarmed event sits at a constant away from zero on the side it would leave from.
-                return jnp.where(active[i], value, -1.0 if e.direction != "down" else 1.0).astype(dtype)
+                # Cast to JAX's default float: diffrax compares it with a Python 0.0 inside a cond
+                # (float64 under x64 even when the solve runs in float32).
+                return jnp.where(active[i], value, -1.0 if e.direction != "down" else 1.0).astype(
+                    jnp.asarray(0.0).dtype)
             return cond
 
         # Bisection on the step's dense interpolant: robust where the condition has kinks (a min
@@ -134,9 +139,15 @@ def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, 
         stepsize_controller=_controller(solver, rtol, atol, dt0), max_steps=max_steps, throw=False,
         event=ev, progress_meter=diffrax.TqdmProgressMeter(refresh_steps=50) if progress
         else diffrax.NoProgressMeter())
-    y_end = jax.tree.map(lambda x: x[-1], sol.ys[1])
-    fired = jnp.stack(sol.event_mask) if events else jnp.zeros((0,), bool)
-    return sol.ys[0], sol.ts[1][-1], y_end, result_index(sol.result), sol.stats["num_steps"], fired
+    ys, sol_ts = sol.ys, sol.ts
+    assert ys is not None and sol_ts is not None  # saveat records both sub-saves
+    y_end = jax.tree.map(lambda x: x[-1], ys[1])
+    if events:
+        assert sol.event_mask is not None  # diffrax returns one mask per event when given an event
+        fired = jnp.stack(sol.event_mask)
+    else:
+        fired = jnp.zeros((0,), bool)
+    return ys[0], sol_ts[1][-1], y_end, result_index(sol.result), sol.stats["num_steps"], fired
 
 
 def integrate(

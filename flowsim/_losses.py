@@ -17,7 +17,9 @@ def squared_loss(output: Float[Array, "*shape"], target: Float[Array, "*shape"])
     return 0.5 * jnp.sum((output - target) ** 2)
 
 
-def cross_entropy_loss(logits: Float[Array, "*positions classes"], labels: Int[Array, "*positions"]) -> Float[Array, ""]:
+def cross_entropy_loss(
+    logits: Float[Array, "*positions classes"], labels: Int[Array, "*positions"]
+) -> Float[Array, ""]:
     """Mean over positions of -log softmax(logits)[label] (per-position labels; a label < 0 is
     ignored, e.g. padding)."""
     logp = jax.nn.log_softmax(logits, axis=-1)

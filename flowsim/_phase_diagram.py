@@ -42,7 +42,7 @@ def load_sweep(folder: str | os.PathLike, *, as_frame: bool = False) -> Any:
     rows.sort(key=lambda r: order.get(tuple(r[a] for a in [*spec["axes"], "seed"]), len(order)))
     if as_frame:
         try:
-            import pandas as pd
+            import pandas as pd  # pyright: ignore[reportMissingImports]  # optional, not a dependency
         except ImportError as e:
             raise ImportError("as_frame=True needs pandas (pip install pandas); the rows are plain dicts") from e
         return pd.DataFrame(rows)
@@ -120,6 +120,7 @@ def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
     folder = pathlib.Path(folder)
     spec = _spec(folder)
@@ -165,7 +166,7 @@ def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, 
                     ax.scatter(t[failed[0]], np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)), marker="x",
                                color="red", s=60, zorder=3, label="a seed failed")
                 ax.set_ylabel(label)
-                if isinstance(_norm(mean, boolean), matplotlib.colors.LogNorm):
+                if isinstance(_norm(mean, boolean), LogNorm):
                     ax.set_yscale("log")
                 ax.legend(fontsize=8)
             ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs], rotation=45 if len(xs) > 6 else 0)

@@ -14,18 +14,21 @@ import os
 import pathlib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
-from ._results import RunData, load_run  # noqa: E402
+from ._results import RunData
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LegendLocType
 
 DPI = 120
 # (RunData field, colour, line style, zorder): the flow is drawn on top
@@ -64,7 +67,7 @@ def plot_series(ax: Axes, data: Mapping[str, np.ndarray], key: str, *, log_y: bo
 
 
 def time_axis(ax: Axes, marks: Sequence[tuple[float, str]], *, ylabel: str, title: str | None = None,
-               log_y: bool = False, legend: Sequence[Line2D] = (), legend_loc: str = "best",
+               log_y: bool = False, legend: Sequence[Line2D] = (), legend_loc: LegendLocType = "best",
                show_legend: bool = True, log_x: bool = True) -> None:
     """Finish a panel: log (or linear) time axis, optional log y, a dotted vertical line at each
     event (time, label) in `marks`, labels, grid and legend (the labelled curves plus the extra

@@ -7,7 +7,7 @@ its trainable parameter PyTree, so that GD, SGD and the gradient flow share one 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 import equinox as eqx
 import jax
@@ -15,12 +15,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
 
+@final
 class Problem(eqx.Module):
     """Empirical risk (1/n) sum_i loss_fn(model(x_i), y_i) over a fixed dataset.
 
     **Fields:** `params0`: the trainable part of the model at t = 0 (frozen leaves are `None`);
     `frozen`: the complementary part; `inputs`: PyTree of arrays with leading axis n; `targets`:
-    array with leading axis n (any trailing shape: scalars, vectors, per-position labels); `loss_fn(output, target) -> scalar`: the per-sample loss.
+    array with leading axis n (any trailing shape: scalars, vectors, per-position labels);
+    `loss_fn(output, target) -> scalar`: the per-sample loss.
     Build one with [`make_problem`][].
     """
 

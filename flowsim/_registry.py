@@ -46,7 +46,7 @@ def unregister(name: str) -> None:
         _DEFAULT[:] = list(_SYSTEMS)[:1]
 
 
-def systems() -> dict[str, AbstractSystem]:
+def registered_systems() -> dict[str, AbstractSystem]:
     """Every registered system by name, in registration order."""
     _load_builtin()
     return dict(_SYSTEMS)

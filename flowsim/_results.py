@@ -114,7 +114,7 @@ def load_run(path: str | os.PathLike) -> RunData:
     path = pathlib.Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a flowsim run folder (no config.json)")
-    load = lambda name: read_npz(path / name) if (path / name).is_file() else {}  # noqa: E731
+    load = lambda name: read_npz(path / name) if (path / name).is_file() else {}
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
     config = json.loads((path / "config.json").read_text()).get("config", {})
     return RunData(path, config, load("flow.npz"), load("gd.npz"), load("sgd.npz"), summary)

@@ -50,7 +50,9 @@ def _sde_paths(dynamics, problem, observer, ts, dt, keys, max_steps):
             diffrax.SubSaveAt(t1=True, fn=lambda t, y, args: dynamics.params(y))])
         sol = diffrax.diffeqsolve(terms, diffrax.Euler(), ts[0], ts[-1], dt, y0, args=problem, saveat=saveat,
                                   max_steps=max_steps, throw=False)
-        return sol.ys[0], jax.tree.map(lambda x: x[-1], sol.ys[1]), result_index(sol.result)
+        ys = sol.ys
+        assert ys is not None  # saveat records both sub-saves
+        return ys[0], jax.tree.map(lambda x: x[-1], ys[1]), result_index(sol.result)
 
     return jax.vmap(one)(keys)
 

@@ -92,10 +92,10 @@ def run_point(config: Config, measures: Sequence[str]) -> dict[str, Any]:
         for name in measures:
             try:
                 record["measures"][name] = value(table[name].fn(run))
-            except Exception as e:  # noqa: BLE001 - a measure that cannot be read on a broken run
+            except Exception as e:
                 record["measures"][name] = None
                 reason = reason or f"measure {name}: {type(e).__name__}: {e}"
-    except Exception as e:  # noqa: BLE001 - a point's failure must not stop the sweep
+    except Exception as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     record.update(status="failed" if reason else "ok", reason=reason,
                   wall_s=time.perf_counter() - t0, compile_s=compile_s)
@@ -133,8 +133,9 @@ def _jax_options() -> dict[str, Any]:
     import jax
 
     return {"jax_enable_x64": True,
-            "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
-            "jax_persistent_cache_min_compile_time_secs": jax.config.jax_persistent_cache_min_compile_time_secs}
+            "jax_compilation_cache_dir": jax.config.values["jax_compilation_cache_dir"],
+            "jax_persistent_cache_min_compile_time_secs":
+                jax.config.values["jax_persistent_cache_min_compile_time_secs"]}
 
 
 _WORKER_FLAGS = "--xla_force_host_platform_device_count=1"
@@ -263,7 +264,7 @@ def _collect(futures: dict[concurrent.futures.Future, tuple[str, Config]], recor
         key, config = futures[fut]
         try:
             rec = fut.result()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(f"{type(e).__name__}: {e}")
             continue
         record(key, config, rec)
@@ -293,8 +294,10 @@ def _run_dask(todo, measures, workers, scheduler, record) -> None:
     if scheduler:
         client, cluster = Client(scheduler), None
     else:
+        # None disables the dashboard (documented; the stub says str)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"XLA_FLAGS": _WORKER_FLAGS})
+                               dashboard_address=None,  # pyright: ignore[reportArgumentType]
+                               env={"XLA_FLAGS": _WORKER_FLAGS})
         client = Client(cluster)
     try:
         client.run(_worker_init, None if scheduler else _WORKER_FLAGS, opts)

@@ -128,7 +128,8 @@ class AbstractSystem(eqx.Module):
 
     Class variables to provide: `name`, `summary` (one line for `flowsim systems`), `config_type`
     (a frozen dataclass of the system's fields declared with `flowsim.field`), `verdict_needs`
-    (verdict name -> the pieces it needs), `predictions` (theory predictions; may be empty).
+    (verdict name -> the pieces it needs), `predictions` (theory predictions; may be empty),
+    `smoke` (fields of a seconds-long run: the contract test runs every system with them).
     """
 
     name: eqx.AbstractClassVar[str]
@@ -136,6 +137,7 @@ class AbstractSystem(eqx.Module):
     config_type: eqx.AbstractClassVar[type]
     verdict_needs: eqx.AbstractClassVar[Mapping[str, frozenset[str]]]
     predictions: eqx.AbstractClassVar[Mapping[str, Prediction]]
+    smoke: eqx.AbstractClassVar[Mapping[str, Any]]
 
     @abc.abstractmethod
     def train_size(self, task: Any) -> int:

@@ -26,10 +26,10 @@ _LOCK = threading.Lock()
 _REGISTERED = False
 
 
-def _listener(event: str, duration: float, **kwargs: Any) -> None:
+def _listener(event: str, duration_secs: float, **kwargs: Any) -> None:
     if event in _COMPILE_EVENTS:
         with _LOCK:
-            _SECONDS[threading.get_ident()] += duration
+            _SECONDS[threading.get_ident()] += duration_secs
 
 
 def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float, float]:

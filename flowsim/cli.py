@@ -38,7 +38,7 @@ import time  # noqa: E402
 
 from ._config import Config, RunConfig  # noqa: E402
 from ._fields import ConfigError, allowed, kind  # noqa: E402
-from ._registry import default_system, get_system, systems  # noqa: E402
+from ._registry import default_system, get_system, registered_systems  # noqa: E402
 
 
 def _enable_cache(enabled: bool) -> None:
@@ -89,7 +89,7 @@ def _parser(system: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("systems", help="list the registered systems, one line each")
     run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
-    run.add_argument("system", nargs="?", choices=sorted(systems()), default=system or default_system(),
+    run.add_argument("system", nargs="?", choices=sorted(registered_systems()), default=system or default_system(),
                      help="the system (default: %(default)s)")
     run.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
     run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
@@ -111,7 +111,8 @@ def _add_theory_parser(sub, system: str | None) -> None:
     th = sub.add_parser("theory", help="measure one of a system's theory predictions and save its table",
                         description="; ".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions")
     th.add_argument("prediction", choices=sorted(preds))
-    th.add_argument("--system", default=name, choices=sorted(systems()), help="the system (default: %(default)s)")
+    th.add_argument("--system", default=name, choices=sorted(registered_systems()),
+                    help="the system (default: %(default)s)")
     th.add_argument("--axis", help="the axis of the grid, where the prediction takes one (see the description)")
     th.add_argument("--values", type=_csv(float), required=True, help="comma-separated grid")
     th.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
@@ -136,7 +137,7 @@ def _csv(kind_):
 
 def _add_compare_parser(sub, system: str | None) -> None:
     cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
-    cmp.add_argument("system", nargs="?", choices=sorted(systems()), default=system or default_system(),
+    cmp.add_argument("system", nargs="?", choices=sorted(registered_systems()), default=system or default_system(),
                      help="the system (default: %(default)s)")
     cmp.add_argument("--dynamics", type=_csv(str), default=["gf", "igr", "sme"],
                      help="comma-separated subset of gf,igr,heavy_ball,sme (default gf,igr,sme)")
@@ -156,7 +157,8 @@ def _add_sweep_parsers(sub) -> None:
     sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.sweep)")
     sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
     sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
-    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, at most one per shape group)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: one per core, at most one per shape group)")
     sw.add_argument("--dask", action="store_true", help="run on Dask distributed (LocalCluster unless --scheduler)")
     sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
     sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")
@@ -221,7 +223,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_systems(args: argparse.Namespace) -> int:
-    table = systems()
+    table = registered_systems()
     w = max(len(n) for n in table)
     for name, sys_ in table.items():
         mark = " (default)" if name == default_system() else ""
@@ -263,7 +265,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     bad = [lr for lr in args.lrs if not lr > 0]
     if bad:
         raise ConfigError(f"invalid lrs={bad}: every lr must be > 0")
-    from . import _compare as compare, _plots as plots
+    from . import _compare as compare
+    from . import _plots as plots
     from ._results import package_versions, write_json, write_npz
 
     if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
@@ -271,11 +274,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.paths > 4096:
         raise ConfigError(f"invalid paths={args.paths}: paths must be an integer in [2, 4096]")
     kw = dict(paths=args.paths, momentum=args.momentum, sampling=args.sampling)
+    out = _check_out(args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("compare-%Y%m%d-%H%M%S"))
     try:
         curves = compare.compare(config, args.dynamics, **kw)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    out = _check_out(args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("compare-%Y%m%d-%H%M%S"))
     write_json(out / "config.json", {"config": config.to_dict(), "seed": config.seed, "compare": vars(args) | {
         "config": str(args.config), "out": str(out)}, "versions": package_versions()})
     for name, c in curves.items():

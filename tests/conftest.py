@@ -18,14 +18,14 @@ SMALL = dict(n=12, L=4, d=16, m=16, m1=16, lr=0.05, steps=200, n_save_log=20, n_
 
 @pytest.fixture(scope="session")
 def small_config():
-    from flowsim.config import Config
+    from flowsim import Config
 
     return Config(**SMALL)
 
 
 @pytest.fixture(scope="session")
 def small_setup(small_config):
-    from flowsim.experiment import setup
+    from flowsim import setup
 
     return setup(small_config)
 

@@ -1,4 +1,5 @@
-"""Tests of `flowsim.config`: defaults, validation, and (de)serialisation."""
+"""Tests of `flowsim.Config` (the co-occurrence fields + `RunConfig`): defaults, validation, and
+(de)serialisation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 
 import pytest
 
-from flowsim.config import INITS, PRECISIONS, SOLVERS, Config, ConfigError, n_random_slots
+from flowsim import SOLVERS, Config, ConfigError, RunConfig
+from flowsim._config import PRECISIONS
+from flowsim.systems.cooccurrence import CooccurrenceConfig
+from flowsim.systems.cooccurrence.config import INITS, n_random_slots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,17 +83,17 @@ INVALID = [
     ({"steps": -100}, "steps", "positive"),
     ({"batch_size": 0}, "batch_size", "positive"),
     ({"batch_size": -1}, "batch_size", "positive"),
-    ({"init_scale": 0.0}, "init_scale", "> 0"),
-    ({"init_scale": -1.0}, "init_scale", "> 0"),
+    ({"init_scale": 0.0}, "init_scale", "in (0, 1e+06]"),
+    ({"init_scale": -1.0}, "init_scale", "in (0, 1e+06]"),
     ({"init_scale": math.nan}, "init_scale", "finite"),
     ({"init_scale": math.inf}, "init_scale", "finite"),
     ({"init_scale": -math.inf}, "init_scale", "finite"),
-    ({"lr": 0.0}, "lr", "> 0"),
-    ({"lr": -0.01}, "lr", "> 0"),
+    ({"lr": 0.0}, "lr", "in (0, 10000]"),
+    ({"lr": -0.01}, "lr", "in (0, 10000]"),
     ({"lr": math.nan}, "lr", "finite"),
     ({"rtol": 1.0}, "rtol", "(0, 1)"),
     ({"rtol": 2.5}, "rtol", "(0, 1)"),
-    ({"rtol": 0.0}, "rtol", "> 0"),
+    ({"rtol": 0.0}, "rtol", "(0, 1)"),
     ({"solver": "rk4"}, "solver", str(SOLVERS)),
     ({"solver": "Tsit5"}, "solver", str(SOLVERS)),
     ({"init": "xavier"}, "init", str(INITS)),
@@ -105,9 +109,21 @@ INVALID = [
     ({"steps": True}, "steps", "positive integer"),
     ({"batch_size": True}, "batch_size", "positive integer"),
     ({"sgd_seeds": True}, "sgd_seeds", "positive integer"),
-    ({"seed": True}, "seed", "integer >= 0"),
+    ({"seed": True}, "seed", "an integer in [0, 2147483647]"),
     ({"n": 60.0}, "n", "positive integer"),
     ({"lr": True}, "lr", "finite number"),
+    ({"lr": 1e5}, "lr", "in (0, 10000]"),
+    ({"seed": -1}, "seed", "an integer in [0, 2147483647]"),
+    ({"seed": 2**31}, "seed", "an integer in [0, 2147483647]"),
+    ({"atol": 0.0}, "atol", "in (0, 1]"),
+    ({"sgd_seeds": 0}, "sgd_seeds", "a positive integer <= 1024"),
+    ({"max_steps": 0}, "max_steps", "a positive integer <= 10000000"),
+    ({"steps": 10**8 + 1}, "steps", "a positive integer <= 100000000"),
+    ({"n_save_log": 1}, "n_save_log", "an integer in [2, 100000]"),
+    ({"n_save_lin": 1}, "n_save_lin", "an integer in [2, 100000]"),
+    ({"n_test": 1}, "n_test", "an integer in [2, 1000000]"),
+    ({"train_a": 1}, "train_a", "true or false"),
+    ({"solver": 5}, "solver", str(SOLVERS)),
 ]
 
 
@@ -283,3 +299,74 @@ def test_from_file_json_top_level_not_object(tmp_path, text):
 def test_bad_bool_is_named_before_vocabulary_check():
     with pytest.raises(ConfigError, match="invalid distinct_tokens="):
         Config(distinct_tokens="yes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config = the system's fields + RunConfig, under one flat namespace
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_routes_fields_to_the_system_and_the_run_settings():
+    c = Config(n=12, L=4, batch_size=6, lr=0.05, seed=3)
+    assert c.system == "cooccurrence" == Config("cooccurrence").system
+    assert isinstance(c.task, CooccurrenceConfig) and isinstance(c.run, RunConfig)
+    assert (c.n, c.L, c.task.n) == (12, 4, 12)
+    assert (c.lr, c.seed, c.run.lr) == (0.05, 3, 0.05)
+    assert c.t_final == pytest.approx(0.05 * 30000) == c.run.t_final
+    with pytest.raises(AttributeError, match="no field 'nope'"):
+        c.nope  # noqa: B018
+    assert c.field_names() == tuple(CooccurrenceConfig.__dataclass_fields__) + tuple(RunConfig.__dataclass_fields__)
+
+
+def test_to_dict_is_flat_with_the_system_first():
+    d = Config(m=16).to_dict()
+    assert list(d)[0] == "system" and d["system"] == "cooccurrence"
+    assert set(d) == {"system", *Config().field_names()} and d["m"] == 16
+    assert all(not isinstance(v, dict) for v in d.values())
+
+
+def test_unknown_system_names_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"invalid system='nope'.*cooccurrence"):
+        Config("nope")
+    with pytest.raises(ConfigError, match="invalid system="):
+        Config.from_dict({"system": 3})
+    with pytest.raises(ConfigError, match="invalid system="):
+        Config.from_dict({"system": "nope", "n": 12})
+
+
+def test_replace_keeps_the_system():
+    c = Config(n=12, batch_size=6)
+    assert c.replace(system="cooccurrence", lr=0.5) == Config(n=12, batch_size=6, lr=0.5)
+    with pytest.raises(ConfigError, match="keeps the system"):
+        c.replace(system="other")
+
+
+def test_ints_widen_to_floats_and_equal_configs_hash_alike():
+    c = Config(lr=1, init_scale=2)
+    assert type(c.lr) is float and type(c.init_scale) is float and c == Config(lr=1.0, init_scale=2.0)
+    assert hash(c) == hash(Config(lr=1.0, init_scale=2.0)) and len({c, Config(lr=1.0, init_scale=2.0)}) == 1
+    assert c != Config() and c != c.to_dict()
+
+
+def test_config_pickles_and_reprs():
+    import pickle
+
+    c = Config(n=12, batch_size=4, init="theory", lr=0.05)
+    assert pickle.loads(pickle.dumps(c)) == c
+    assert repr(c).startswith("Config(system='cooccurrence', n=12,")
+
+
+def test_parts_validate_on_their_own():
+    with pytest.raises(ConfigError, match="invalid steps="):
+        RunConfig(steps=0)
+    with pytest.raises(ConfigError, match="invalid L="):
+        CooccurrenceConfig(L=2)
+    assert RunConfig(lr=0.5, steps=10).t_final == 5.0
+
+
+def test_from_file_system_argument_overrides_the_file(tmp_path):
+    path = tmp_path / "cfg.toml"
+    path.write_text('system = "nope"\nlr = 0.1\n')
+    with pytest.raises(ConfigError, match="invalid system='nope'"):
+        Config.from_file(path)
+    assert Config.from_file(path, system="cooccurrence") == Config(lr=0.1)

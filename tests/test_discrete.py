@@ -1,17 +1,16 @@
-"""GD and SGD (`flowsim/discrete.py`): the independent reference, Euler equivalence, O(lr) convergence."""
+"""GD and SGD (`flowsim.gradient_descent`, `flowsim.sgd`) on the co-occurrence system: the independent
+reference, Euler equivalence, O(lr) convergence."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim.config import Config
-from flowsim.discrete import _sgd_indices, gradient_descent, sgd
-from flowsim.dynamics import GradientFlow
-from flowsim.experiment import setup
-from flowsim.flow import integrate
-from flowsim.model import CooccurrenceTransformer
-from flowsim.tasks.cooccurrence import CooccurrenceData
+from flowsim import Config, GradientFlow, gradient_descent, integrate, setup, sgd
+from flowsim._discrete import _sgd_indices
+from flowsim.systems.cooccurrence import CooccurrenceData, CooccurrenceTransformer
+
+KEY = jax.random.PRNGKey(0)
 
 
 def _reference_setup(reference):
@@ -82,10 +81,10 @@ def test_sgd_full_batch_equals_gd_and_seeds_differ(small_setup):
     s = small_setup
     steps = np.arange(0, 31, 10)
     gd = gradient_descent(s.problem, 0.05, steps, s.observer)
-    full = sgd(s.problem, 0.05, steps, s.observer, batch_size=s.problem.n, seeds=2)
+    full = sgd(s.problem, 0.05, steps, s.observer, batch_size=s.problem.n, seeds=2, key=KEY)
     assert full.obs["loss"].shape == (2, len(steps))
     np.testing.assert_allclose(full.obs["loss"][0], gd.obs["loss"], rtol=1e-10)
-    mini = sgd(s.problem, 0.05, steps, s.observer, batch_size=4, seeds=2)
+    mini = sgd(s.problem, 0.05, steps, s.observer, batch_size=4, seeds=2, key=KEY)
     assert not np.allclose(mini.obs["loss"][0], mini.obs["loss"][1])
     assert not mini.diverged
 
@@ -101,14 +100,14 @@ def test_bad_step_grid_is_rejected(small_setup):
     with pytest.raises(ValueError, match="starting at 0"):
         gradient_descent(small_setup.problem, 0.1, np.array([1, 2]), small_setup.observer)
     with pytest.raises(ValueError, match="batch_size"):
-        sgd(small_setup.problem, 0.1, np.array([0, 2]), small_setup.observer, batch_size=99)
+        sgd(small_setup.problem, 0.1, np.array([0, 2]), small_setup.observer, batch_size=99, key=KEY)
+    with pytest.raises(TypeError, match="key"):
+        sgd(small_setup.problem, 0.1, np.array([0, 2]), small_setup.observer, batch_size=4)
 
 
 def test_progress_bar_advances_to_the_step_count(small_setup, capsys):
     # With a bar the compiled loop ticks it through a host callback; without one (the default) the
     # program has no callback at all, and both give the same trajectory.
-    from flowsim.discrete import gradient_descent
-
     s = small_setup
     steps = np.array([0, 5, 20])
     with_bar = gradient_descent(s.problem, 0.05, steps, s.observer, progress=True)

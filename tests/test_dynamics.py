@@ -1,4 +1,4 @@
-"""Built-in dynamics (`flowsim/dynamics.py`) against their discrete counterparts, and bad input.
+"""Built-in dynamics (`flowsim.GradientFlow`, `ModifiedFlow`, `HeavyBallFlow`, `SGDModifiedEquation`) against their discrete counterparts, and bad input.
 
 Orders are slopes of log(max |loss_discrete - loss_continuous|) against log(lr), fitted on three
 step sizes lr in {0.04, 0.02, 0.01} over t in [0, 1]; continuous references are Dopri8 at rtol 1e-12.
@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim import (AbstractDynamics, GradientFlow, gradient_descent, integrate, make_problem, sgd)
-from flowsim.dynamics import HeavyBallFlow, ModifiedFlow, SGDModifiedEquation
-from flowsim.flow import integrate_sde
+from flowsim import (AbstractDynamics, GradientFlow, HeavyBallFlow, ModifiedFlow, SGDModifiedEquation,
+                     gradient_descent, integrate, integrate_sde, logistic_loss, make_problem, sgd)
 
 LRS = np.array([0.04, 0.02, 0.01])
 
@@ -55,7 +54,7 @@ def test_frozen_subset_does_not_move(small_setup):
     s = small_setup
     only_w = jax.tree.map(lambda _: False, s.model)
     only_w = eqx.tree_at(lambda m: m.W, only_w, True)
-    p = make_problem(s.model, s.data.tokens, s.data.y, trainable=only_w)
+    p = make_problem(s.model, s.data.tokens, s.data.y, logistic_loss, trainable=only_w)
     assert p.params0.W_Q is None and p.params0.W is not None
     flow = integrate(GradientFlow(), p, np.array([0.0, 0.5, 1.0]), _loss)
     final = p.model(flow.params)
@@ -93,6 +92,8 @@ def test_bad_input_is_caught_before_compilation(small_setup):
     with pytest.raises(TypeError, match="scalar per sample"):
         make_problem(s.model, s.data.tokens, s.data.y, loss_fn=lambda out, y: jnp.stack([out, y]))
     with pytest.raises(TypeError, match="PyTree of arrays"):
-        make_problem(lambda x: x, s.data.tokens, s.data.y)
+        make_problem(lambda x: x, s.data.tokens, s.data.y, logistic_loss)
     with pytest.raises(TypeError, match="no diffusion"):
-        integrate_sde(GradientFlow(), s.problem, np.array([0.0, 1.0]), _loss, dt=0.1)
+        integrate_sde(GradientFlow(), s.problem, np.array([0.0, 1.0]), _loss, dt=0.1, key=jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="key"):
+        integrate_sde(SGDModifiedEquation(0.1, 4), s.problem, np.array([0.0, 1.0]), _loss, dt=0.1)

@@ -1,4 +1,4 @@
-"""Tests of `flowsim.model`: the forward pass against an independent numpy implementation of Eq. 1,
+"""Tests of the co-occurrence transformer (`flowsim.systems.cooccurrence.model`): the forward pass against an independent numpy implementation of Eq. 1,
 autodiff gradients of the logistic loss against finite differences, and the initialisations."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim.model import CooccurrenceTransformer, init_transformer
-from flowsim.problem import make_problem
-from flowsim.tasks.cooccurrence import make_dataset
+from flowsim import logistic_loss, make_problem
+from flowsim.systems.cooccurrence import CooccurrenceTransformer, init_transformer, make_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Independent numpy reference of Eq. 1 with explicit one-hot X (d x L)
@@ -175,7 +174,7 @@ def test_uniform_attention_gives_sum_of_G():
 LEAVES = ("W_Q", "W_K", "W_V", "W")
 FD_STEP = 1e-6
 FD_COORDS = 20
-# a is fixed in the paper (and in flowsim.experiment): train W_Q, W_K, W_V, W only
+# a is fixed in the paper (and in the co-occurrence system unless train_a): train W_Q, W_K, W_V, W only
 TRAIN_QKVW = CooccurrenceTransformer(True, True, True, True, False)  # type: ignore[arg-type]
 
 
@@ -188,7 +187,7 @@ def small_problem():
     rng = np.random.default_rng(2024)
     ws = random_weights(rng, d, m, m1, scale=1.0)
     ws = (ws[0], ws[1], 0.3 * ws[2], 0.3 * ws[3], ws[4])  # keep |F| moderate (loss not saturated)
-    return make_problem(as_model(ws), data.tokens, data.y, trainable=TRAIN_QKVW)
+    return make_problem(as_model(ws), data.tokens, data.y, logistic_loss, trainable=TRAIN_QKVW)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Tracked quantities (`flowsim/observables.py`) against direct numpy computations."""
+"""Tracked quantities of the co-occurrence system (`flowsim.systems.cooccurrence.observables`) against direct numpy computations."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim.observables import SCORE_PAIRS, VALUE_PAIRS
+from flowsim.systems.cooccurrence.observables import SCORE_PAIRS, VALUE_PAIRS, balance_fixed_point, random_token_overlap
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,6 @@ def test_attention_quantities(perturbed, small_setup):
 
 
 def test_balance_fixed_point_is_the_root_of_the_balancing_quadratic():
-    from flowsim.observables import balance_fixed_point
-
     rng = np.random.default_rng(0)
     kind = np.repeat([1, 2, 3, 4], [6, 2, 2, 2])
     for _ in range(20):
@@ -86,8 +84,6 @@ def test_balance_fixed_point_is_the_root_of_the_balancing_quadratic():
 
 
 def test_balance_fixed_point_with_random_tokens_is_the_root_of_the_corrected_quadratic():
-    from flowsim.observables import balance_fixed_point, random_token_overlap
-
     rng = np.random.default_rng(1)
     kind = np.repeat([1, 2, 3, 4], [6, 2, 2, 2])
     y = np.where(kind == 1, 1.0, -1.0)

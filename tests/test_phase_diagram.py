@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from flowsim import cli
-from flowsim.phase_diagram import load_sweep, plot_phase_diagram, write_csv
-from flowsim.sweep import SweepSpec, run_sweep
+from flowsim import SweepSpec, cli, load_sweep, plot_phase_diagram, run_sweep
+from flowsim._phase_diagram import write_csv
 
 from .test_sweep import TINY
 

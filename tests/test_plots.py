@@ -1,5 +1,7 @@
-"""`flowsim.plots` on small synthetic run folders: every figure is written as a valid PNG, including
-runs that stopped early (non-finite values), lack files or observables, or have no Phase-1 time."""
+"""Figures on small synthetic run folders: every co-occurrence figure
+(`flowsim.systems.cooccurrence.figures`) is written as a valid PNG, including runs that stopped early
+(non-finite values), lack files or observables, or have no Phase-1 time; the engine's generic
+`flowsim.plot_comparison` draws any observables with the run's events marked."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
 
-from flowsim import plots
-from flowsim.plots import FILENAMES, plot_run
-from flowsim.results import load_run, write_json, write_npz
+from flowsim import _plots, load_run, plot_comparison
+from flowsim._results import write_json, write_npz
+from flowsim.cli import main
+from flowsim.systems.cooccurrence import figures
+from flowsim.systems.cooccurrence.figures import FILENAMES, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N_SAMPLES, SEEDS = 12, 3
@@ -54,13 +59,15 @@ def _write_run(path: pathlib.Path, *, failed: bool, with_sgd: bool, t1: float | 
     gd = _observables(t, rng, scale=1.05)
     if not with_sgd:
         del gd["score_31"], gd["g_ratio_type4"]  # missing observables are skipped
-    write_json(path / "config.json", {"seed": 0, "T": 300.0, "lr": 0.1})
+    write_json(path / "config.json", {"config": {"system": "cooccurrence", "seed": 0, "lr": 0.1, "steps": 3000},
+                                      "seed": 0})
     write_npz(path / "flow.npz", {"t": t, **flow})
     write_npz(path / "gd.npz", {"t": t, **gd})
     if with_sgd:
         seeds = [_observables(t, rng, scale=s) for s in np.linspace(0.8, 1.25, SEEDS)]
         write_npz(path / "sgd.npz", {"t": t, **{k: np.stack([o[k] for o in seeds]) for k in seeds[0]}})
-    write_json(path / "summary.json", {"phase1_end_time": t1, "gd": {"ok": True}})
+    write_json(path / "summary.json", {"system": "cooccurrence", "phase1_end_time": t1, "gd": {"diverged_step": -1},
+                                       "events": {"phase1_end": {"time": t1, "label": "end of Phase 1", "obs": {}}}})
     return path
 
 
@@ -74,27 +81,76 @@ def _assert_pngs(paths: list[pathlib.Path], out_dir: pathlib.Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _low_dpi(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(plots, "DPI", 60)  # same figures, cheaper rasterization
+    monkeypatch.setattr(_plots, "DPI", 60)  # same figures, cheaper rasterization
 
 
-def test_failed_run_with_sgd(tmp_path: pathlib.Path):
-    """Non-finite tail on the flow, 3-seed SGD, T1 known; images go into the run folder."""
+@pytest.fixture
+def vlines(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str]]:
+    """Every vertical line drawn (x, label): the event marks."""
+    drawn: list[tuple[float, str]] = []
+    orig = Axes.axvline
+
+    def spy(self, x=0, *args, **kwargs):
+        drawn.append((x, kwargs.get("label")))
+        return orig(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "axvline", spy)
+    return drawn
+
+
+def test_failed_run_with_sgd(tmp_path: pathlib.Path, vlines):
+    """Non-finite tail on the flow, 3-seed SGD, T1 known; images go into the run folder, every
+    time panel marks the end of Phase 1."""
     run_dir = _write_run(tmp_path / "run", failed=True, with_sgd=True, t1=2.5)
+    run = load_run(run_dir)
+    assert run.system == "cooccurrence" and run.config["lr"] == 0.1
+    assert run.event_marks() == [(2.5, "end of Phase 1")]
     _assert_pngs(plot_run(run_dir), run_dir)
+    # 1 (scores) + 1 (losses) + 8 (flow vs discrete panels) + 3 (balancing) time panels
+    assert vlines == [(2.5, "end of Phase 1")] * 13
 
 
-def test_missing_sgd_and_phase1_time(tmp_path: pathlib.Path):
+def test_missing_sgd_and_phase1_time(tmp_path: pathlib.Path, vlines):
     """No sgd.npz, GD lacking some observables, T1 None; a loaded RunData drawn into out_dir."""
     run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=False, t1=None)
     run = load_run(run_dir)
-    assert run.sgd == {} and run.summary["phase1_end_time"] is None
+    assert run.sgd == {} and run.summary["phase1_end_time"] is None and run.event_marks() == []
     out = tmp_path / "figures" / "nested"
     _assert_pngs(plot_run(run, out_dir=out), out)
-    assert not list(run_dir.glob("*.png"))
+    assert not list(run_dir.glob("*.png")) and vlines == []
 
 
 def test_bare_run_folder(tmp_path: pathlib.Path):
     """A folder with only config.json (no npz, no summary) still gives an image, with empty panels."""
     write_json(tmp_path / "config.json", {"seed": 1})
-    png = plots.plot_attention_scores(load_run(tmp_path), tmp_path / "scores.png")
+    run = load_run(tmp_path)
+    assert run.config == {} and run.system is None and run.event_marks() == []
+    png = figures.plot_attention_scores(run, tmp_path / "scores.png")
     assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
+
+
+def test_event_marks_keep_fired_events_only(tmp_path: pathlib.Path):
+    """Marks come from summary.json's `events`: finite positive times, the label (else the name)."""
+    write_json(tmp_path / "config.json", {"config": {"system": "cooccurrence"}})
+    write_json(tmp_path / "summary.json", {"events": {
+        "a": {"time": 1.5, "label": "first"}, "b": {"time": 3.0, "label": None}, "never": {"time": None},
+        "inf": {"time": "inf", "label": "x"}, "zero": {"time": 0.0, "label": "y"}, "odd": 7}})
+    assert load_run(tmp_path).event_marks() == [(1.5, "first"), (3.0, "b")]
+
+
+def test_generic_comparison_figure(tmp_path: pathlib.Path, vlines):
+    """`flowsim.plot_comparison` draws any observables (missing ones give an empty panel)."""
+    run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=True, t1=4.0)
+    png = plot_comparison(load_run(run_dir), {"loss": "loss", "N": "norm", "nope": "missing"}, tmp_path / "c.png",
+                          ncols=2)
+    assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
+    assert vlines == [(4.0, "end of Phase 1")] * 3
+
+
+def test_plot_command_redraws_a_folder_without_system(tmp_path: pathlib.Path, capsys):
+    """`flowsim plot DIR` draws the run's system's figures; a folder that names no system (written
+    before systems existed) gets the default system's."""
+    run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=False, t1=1.0)
+    write_json(run_dir / "config.json", {"config": {"seed": 0}, "seed": 0})
+    assert main(["plot", str(run_dir)]) == 0
+    assert capsys.readouterr().out.split() == [str(run_dir / f) for f in FILENAMES]

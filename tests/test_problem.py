@@ -1,4 +1,5 @@
-"""Tests of `flowsim.problem`: the trainable/frozen split, the losses, minibatches, input checks."""
+"""Tests of `flowsim.make_problem` / `flowsim.Problem` on the co-occurrence transformer: the
+trainable/frozen split, the losses, minibatches, input checks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim.model import CooccurrenceTransformer
-from flowsim.problem import Problem, logistic_loss, make_problem
-from flowsim.tasks.cooccurrence import make_dataset
+from flowsim import Problem, logistic_loss, make_problem, squared_loss
+from flowsim.systems.cooccurrence import CooccurrenceTransformer, make_dataset
 
 D, M, M1, L, N = 8, 4, 6, 4, 12
 TRAIN_QKVW = CooccurrenceTransformer(True, True, True, True, False)  # type: ignore[arg-type]
@@ -39,7 +39,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def problem(model, data):
-    return make_problem(model, data.tokens, data.y, trainable=TRAIN_QKVW)
+    return make_problem(model, data.tokens, data.y, logistic_loss, trainable=TRAIN_QKVW)
 
 
 @jax.jit
@@ -81,7 +81,7 @@ def _assert_same_model(a: CooccurrenceTransformer, b: CooccurrenceTransformer) -
     ids=["pytree-of-bools", "predicate"],
 )
 def test_freezing_a(model, data, trainable):
-    problem = make_problem(model, data.tokens, data.y, trainable=trainable)
+    problem = make_problem(model, data.tokens, data.y, logistic_loss, trainable=trainable)
     assert problem.params0.a is None
     for name in ("W_Q", "W_K", "W_V", "W"):
         assert getattr(problem.frozen, name) is None
@@ -100,7 +100,7 @@ def test_model_takes_trainable_leaves_from_params(problem, model):
 
 
 def test_default_trainable_is_every_inexact_array(model, data):
-    problem = make_problem(model, data.tokens, data.y)
+    problem = make_problem(model, data.tokens, data.y, logistic_loss)
     for name in ("W_Q", "W_K", "W_V", "W", "a"):
         assert getattr(problem.params0, name) is not None
         assert getattr(problem.frozen, name) is None
@@ -117,7 +117,7 @@ def test_default_trainable_skips_non_float_leaves(data):
             return jnp.sum(self.w[self.table[tokens]])
 
     mixed = Mixed(jnp.arange(D, dtype=jnp.float64), jnp.arange(D))
-    problem = make_problem(mixed, data.tokens, data.y)
+    problem = make_problem(mixed, data.tokens, data.y, logistic_loss)
     assert problem.params0.table is None
     np.testing.assert_array_equal(np.asarray(problem.frozen.table), np.arange(D))
     assert problem.frozen.w is None
@@ -133,7 +133,7 @@ def test_problem_fields(problem, data):
 
 def test_targets_accept_numpy_and_lists(model, data):
     y = [float(v) for v in np.asarray(data.y)]
-    problem = make_problem(model, np.asarray(data.tokens), y, trainable=TRAIN_QKVW)
+    problem = make_problem(model, np.asarray(data.tokens), y, logistic_loss, trainable=TRAIN_QKVW)
     assert problem.targets.shape == (N,)
 
 
@@ -200,7 +200,7 @@ def test_pytree_inputs():
             return self.w @ x["a"] + jnp.sum(x["b"])
 
     inputs = {"a": jnp.ones((5, 3)), "b": jnp.arange(10.0).reshape(5, 2)}
-    problem = make_problem(Pair(jnp.asarray([1.0, 2.0, 3.0])), inputs, jnp.ones(5))
+    problem = make_problem(Pair(jnp.asarray([1.0, 2.0, 3.0])), inputs, jnp.ones(5), squared_loss)
     out = np.asarray(problem.outputs(problem.params0, jnp.asarray([4, 1])))
     np.testing.assert_allclose(out, [6.0 + 17.0, 6.0 + 5.0])
 
@@ -222,20 +222,19 @@ class _Untouchable(eqx.Module):
 @pytest.mark.parametrize(
     ("inputs", "targets", "match"),
     [
-        (jnp.zeros((6, 4), dtype=jnp.int32), jnp.ones((6, 1)), "targets must have shape"),
-        (jnp.zeros((6, 4), dtype=jnp.int32), jnp.ones((2, 3)), "targets must have shape"),
-        (jnp.zeros((6, 4), dtype=jnp.int32), jnp.asarray(1.0), "targets must have shape"),
+        (jnp.zeros((6, 4), dtype=jnp.int32), jnp.ones((2, 3)), "leading axis n=2"),
+        (jnp.zeros((6, 4), dtype=jnp.int32), jnp.asarray(1.0), "leading sample axis"),
         (jnp.zeros((5, 4), dtype=jnp.int32), jnp.ones(6), "leading axis n=6"),
         (jnp.zeros((4, 6), dtype=jnp.int32), jnp.ones(6), "leading axis n=6"),
         (jnp.zeros((7,), dtype=jnp.int32), jnp.ones(6), "leading axis n=6"),
         ({"a": jnp.zeros((6, 2)), "b": jnp.zeros((3, 2))}, jnp.ones(6), "leading axis n=6"),
     ],
-    ids=["targets-2d-column", "targets-2d", "targets-scalar", "inputs-short", "inputs-transposed",
+    ids=["targets-2d", "targets-scalar", "inputs-short", "inputs-transposed",
          "inputs-1d-wrong", "pytree-leaf-wrong"],
 )
 def test_bad_shapes_raise_value_error(inputs, targets, match):
     with pytest.raises(ValueError, match=match):
-        make_problem(_Untouchable(jnp.ones(3)), inputs, targets)
+        make_problem(_Untouchable(jnp.ones(3)), inputs, targets, logistic_loss)
 
 
 def test_model_without_float_arrays_raises_type_error():
@@ -246,14 +245,33 @@ def test_model_without_float_arrays_raises_type_error():
             raise AssertionError("must not be evaluated")
 
     with pytest.raises(TypeError, match="no trainable floating-point array"):
-        make_problem(IntOnly(jnp.arange(4)), jnp.zeros((6, 4), dtype=jnp.int32), jnp.ones(6))
+        make_problem(IntOnly(jnp.arange(4)), jnp.zeros((6, 4), dtype=jnp.int32), jnp.ones(6), logistic_loss)
 
 
 def test_filter_selecting_nothing_raises_type_error(model, data):
     with pytest.raises(TypeError, match="no trainable"):
-        make_problem(model, data.tokens, data.y, trainable=lambda leaf: False)
+        make_problem(model, data.tokens, data.y, logistic_loss, trainable=lambda leaf: False)
 
 
 def test_non_module_without_arrays_raises_type_error():
-    with pytest.raises(TypeError):
-        make_problem(lambda x: 0.0, jnp.zeros((6, 4)), jnp.ones(6))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no trainable"):
+        make_problem(lambda x: 0.0, jnp.zeros((6, 4)), jnp.ones(6), logistic_loss)  # type: ignore[arg-type]
+
+
+def test_loss_fn_is_required_and_must_be_callable(model, data):
+    with pytest.raises(TypeError, match="loss_fn"):
+        make_problem(model, data.tokens, data.y)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="loss_fn must be a function"):
+        make_problem(model, data.tokens, data.y, "logistic")  # type: ignore[arg-type]
+
+
+def test_targets_with_trailing_axes(model, data):
+    """Targets of shape (n, 1) are accepted; the loss must still give one scalar per sample: the
+    logistic loss of a scalar output against a (1,) target does not, and is refused before compiling."""
+    column = jnp.asarray(data.y)[:, None]
+    sq = make_problem(model, data.tokens, column, squared_loss, trainable=TRAIN_QKVW)
+    assert sq.targets.shape == (N, 1) and sq.n == N
+    F, loss = jax.jit(lambda pr, p: (pr.outputs(p), pr.loss(p)))(sq, sq.params0)
+    np.testing.assert_allclose(float(loss), np.mean(0.5 * (np.asarray(F) - np.asarray(data.y)) ** 2), rtol=1e-12)
+    with pytest.raises(TypeError, match="scalar per sample"):
+        make_problem(model, data.tokens, column, logistic_loss, trainable=TRAIN_QKVW)

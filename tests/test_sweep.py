@@ -11,8 +11,20 @@ import time
 import pytest
 from jax import monitoring
 
-from flowsim import cli
-from flowsim.sweep import MEASURES, SpecMismatchError, SweepSpec, SweepSpecError, run_point, run_sweep
+from flowsim import (
+    Config,
+    SpecMismatchError,
+    SweepSpec,
+    SweepSpecError,
+    cli,
+    get_system,
+    measures_of,
+    run_point,
+    run_sweep,
+)
+from flowsim._sweep_spec import point_key, shape_group
+
+MEASURES = measures_of(get_system("cooccurrence"))
 
 # Tiny shapes shared by every sweep test (and tests/test_phase_diagram.py): one compile per process.
 TINY = dict(n=12, L=4, d=16, m=16, m1=16, steps=100, n_save_log=20, n_save_lin=10, batch_size=4,
@@ -40,6 +52,11 @@ def files(folder):
     ({"axes": {"lr": [0.1]}, "seeds": 0}, "seeds"),
     ({"axes": {"batch_size": [4, 24]}}, "axis 'batch_size'"),
     ({"axes": {"lr": [0.1]}, "bogus": 1}, "unknown spec key"),
+    ({"axes": {"lr": [0.1]}, "system": "nope"}, "system: invalid system='nope'"),
+    ({"axes": {"lr": [0.1]}, "system": 3}, "system: a registered system name"),
+    ({"axes": {"seed": [1, 2]}}, "axis 'seed': give seeds with the top-level `seeds` key"),
+    ({"axes": {"lr": [0.1]}, "base": {**TINY, "system": "cooccurrence"}}, "base: unknown config field 'system'"),
+    ({"axes": {"lr": [0.1]}, "base": {**TINY, "steps": 0}}, "base field 'steps' at point"),
 ])
 def test_spec_errors_name_the_axis(data, needle):
     data = {"base": TINY, "measures": ["T1"], **data}
@@ -60,6 +77,26 @@ def test_spec_ranges_and_yaml(tmp_path):
     assert SweepSpec.from_file(tmp_path / "s.yaml") == t
 
 
+def test_spec_names_its_system():
+    """A spec's `system` defaults to the default system; naming it explicitly gives the same spec,
+    the same points and the same keys, and it is stored in the normalised spec."""
+    implicit = spec({"lr": [0.05, 0.1]})
+    explicit = SweepSpec.from_dict({"system": "cooccurrence", "base": TINY, "axes": {"lr": [0.05, 0.1]},
+                                    "seeds": 1, "measures": FLOW_MEASURES})
+    assert implicit.system == explicit.system == "cooccurrence" and implicit == explicit
+    assert implicit.to_dict()["system"] == "cooccurrence"
+    assert [c.system for c in explicit.configs()] == ["cooccurrence"] * 2
+    assert [point_key(c) for c in implicit.configs()] == [point_key(c) for c in explicit.configs()]
+
+
+def test_point_key_and_shape_group():
+    a, b = Config(**TINY), Config(**{**TINY, "lr": 0.2, "init_scale": 0.5, "seed": 3})
+    assert point_key(a) == point_key(Config(**TINY)) and point_key(a) != point_key(b)
+    assert len(point_key(a)) == 16 and int(point_key(a), 16) >= 0
+    assert shape_group(a) == shape_group(b) and shape_group(a)[0] == "cooccurrence"
+    assert shape_group(a) != shape_group(a.replace(m=32)) != shape_group(a.replace(solver="dopri5"))
+
+
 def test_cli_bad_spec_exits_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('measures = ["T1"]\n[axes]\nn = [12, 13]\n')
@@ -70,9 +107,21 @@ def test_cli_bad_spec_exits_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_unknown_system_in_spec_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('system = "nope"\nmeasures = ["T1"]\n[axes]\nlr = [0.1]\n')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert "system: invalid system='nope': system must be one of ['cooccurrence']" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_measure_selection_skips_sgd_and_gd():
     assert MEASURES["T1"].needs == {"flow"}
     assert MEASURES["flow_gd_gap"].needs == {"flow", "gd"}
+    assert MEASURES["gd_diverged"].needs == {"gd"} and MEASURES["flow_steps"].needs == {"flow"}
     assert "sgd" in MEASURES["compare.flow_sgd"].needs
 
 
@@ -118,7 +167,7 @@ def test_changed_spec_refuses_to_mix(tmp_path):
 _CHILD = """
 import sys, jax
 jax.config.update("jax_enable_x64", True)
-from flowsim.sweep import SweepSpec, run_sweep
+from flowsim import SweepSpec, run_sweep
 spec = SweepSpec.from_dict({spec!r})
 run_sweep(spec, sys.argv[1], workers=2, progress=False)
 """
@@ -173,7 +222,5 @@ def test_dask_default_local_cluster_processes(tmp_path):
 
 
 def test_run_point_unknown_measure():
-    from flowsim import Config
-
-    with pytest.raises(SweepSpecError):
+    with pytest.raises(SweepSpecError, match=r"unknown measure\(s\) \['nope'\]"):
         run_point(Config(**TINY), ["nope"])

@@ -1,4 +1,4 @@
-"""Tests of `flowsim.tasks.cooccurrence`: the training set and the population sampler."""
+"""Tests of the co-occurrence task (`flowsim.systems.cooccurrence.data`): the training set and the population sampler."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowsim.config import n_random_slots
-from flowsim.tasks.cooccurrence import (
+from flowsim.systems.cooccurrence.config import n_random_slots
+from flowsim.systems.cooccurrence.data import (
     MU1,
     MU2,
     MU3,

@@ -1,10 +1,10 @@
-"""Phase-2 attention predictions measured on the exact reduced flow (`flowsim.theory.attention`)."""
+"""Phase-2 attention predictions measured on the exact reduced flow (`flowsim.systems.cooccurrence.theory.attention`)."""
 
 import numpy as np
 
-from flowsim.theory.attention import (RATIO_MIN, _projections, attention_displacement_vs_L,
-                                      score_change_projections, theory_C_scale)
-from flowsim.theory.predictions import theory_init_scales
+from flowsim.systems.cooccurrence.theory.attention import (RATIO_MIN, _projections, attention_displacement_vs_L,
+                                                           score_change_projections, theory_C_scale)
+from flowsim.systems.cooccurrence.theory.t1 import theory_init_scales
 
 
 def test_projection_convention_and_theory_scale():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowsim
-from flowsim.theory import GramObserver, ReducedGramFlow, gram_of, loss_from_SG, reduce_problem, wishart_gram
+from flowsim.systems.cooccurrence.theory import GramObserver, ReducedGramFlow, gram_of, loss_from_SG, reduce_problem, wishart_gram
 
 # Two initialisations of one shape, so each flow compiles once for both (the test budget is < 60 s).
 CONFIGS = {

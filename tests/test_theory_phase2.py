@@ -1,4 +1,4 @@
-"""The Phase-2 approximate system, the loss law and balancing (flowsim/theory/phase2.py).
+"""The Phase-2 approximate system, the loss law and balancing (`flowsim.systems.cooccurrence.theory.phase2`).
 
 The scans run the exact reduced flow in the theory's regime (theory init, distinct tokens) on a
 small task (n = 12 or 24, L = 4); every assertion is a measured figure against a bound fixed in
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim.flow import integrate
-from flowsim.theory.phase2 import (
+from flowsim import integrate
+from flowsim.systems.cooccurrence.theory.phase2 import (
     Phase2System,
     loss_law_fit,
     phase2_observer,
@@ -129,7 +129,7 @@ def test_random_token_overlap_counts_shared_tokens(small_setup):
 def test_frozen_attention_barely_changes_the_loss(small_config):
     # The Phase-2 system's assumption A1 (attention frozen) on the flow itself: attention does learn
     # (its displacement is non-zero and it lowers the loss), but by well under 2% of the loss.
-    from flowsim.theory.phase2 import attention_ablation
+    from flowsim.systems.cooccurrence.theory.phase2 import attention_ablation
 
     r = attention_ablation(small_config)
     assert r["attn_disp_T"] > 1e-5

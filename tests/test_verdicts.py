@@ -1,9 +1,13 @@
-"""Verdicts (`flowsim/verdicts.py`) on synthetic trajectories where the right answer is known."""
+"""Verdicts: the engine's framework (`flowsim.verdict`, `rel_gap`, `loglog_slope`, `format_table`) and the
+co-occurrence system's claims (`flowsim.systems.cooccurrence.verdicts`) on synthetic trajectories where
+the right answer is known."""
 
 import numpy as np
 import pytest
 
-from flowsim.verdicts import PHASE2_DIRECTIONS, SCORE_KEYS, evaluate, format_table, loglog_slope
+from flowsim import Verdict, format_table, loglog_slope, rel_gap, verdict
+from flowsim.systems.cooccurrence import VERDICT_NEEDS
+from flowsim.systems.cooccurrence.verdicts import PHASE2_DIRECTIONS, SCORE_KEYS, evaluate
 
 T1 = 0.2
 
@@ -76,3 +80,38 @@ def test_loglog_slope_recovers_exponent():
     t = np.geomspace(1, 100, 30)
     slope, ci = loglog_slope(t, 3 * t**-1.0)
     assert slope == pytest.approx(-1.0, abs=1e-12) and ci < 1e-10
+
+
+def test_loglog_slope_drops_bad_points_and_needs_two_times():
+    t = np.array([0.0, 1.0, 10.0, 100.0, np.nan, 1000.0])
+    y = np.array([1.0, 2.0, 0.2, 0.02, 5.0, -1.0])  # t = 0, t = nan and y < 0 are left out
+    slope, _ = loglog_slope(t, y)
+    assert slope == pytest.approx(-1.0, abs=1e-12)
+    assert all(np.isnan(loglog_slope([1.0, 1.0, np.nan], [1.0, 2.0, 3.0])))
+    assert all(np.isnan(loglog_slope([], [])))
+
+
+def test_verdict_status_and_json_figures():
+    v = verdict("x.claim", "a claim", {"a": np.float64(1.5), "b": np.int64(2), "c": np.arange(2)}, "a > 1", True)
+    assert v.status == "PASS" and v.figures == {"a": 1.5, "b": 2, "c": [0, 1]}
+    assert type(v.figures["a"]) is float and type(v.figures["b"]) is int
+    assert Verdict(**v.to_dict()) == v
+    assert verdict("y", "", {}, "", False).status == "FAIL" and verdict("z", "", {}, "", None).status == "INFO"
+    table = format_table([v, verdict("longer.name", "", {"g": 1 / 3}, "", None)])
+    assert table.splitlines()[0].startswith("x.claim      PASS  a=1.5, b=2") and "g=0.3333" in table
+
+
+def test_rel_gap_pointwise_and_range_normalised():
+    b = np.array([1.0, 10.0, 100.0])
+    assert rel_gap(b * 1.1, b, pointwise=True) == pytest.approx(0.1)
+    assert rel_gap(b + 1.0, b, pointwise=False) == pytest.approx(0.01)
+    assert rel_gap([np.nan, 2.0], [1.0, 1.0], pointwise=True) == pytest.approx(1.0)
+
+
+def test_every_evaluated_verdict_is_declared_with_its_pieces():
+    flow, at_t1 = _trajectory()
+    sgd = {k: np.stack([v * 0.98, v * 1.02]) for k, v in flow.items() if k != "t"}
+    names = [v.name for v in evaluate(flow, dict(flow), sgd, T1, at_t1)]
+    assert names == list(VERDICT_NEEDS)
+    flow_only = [v.name for v in evaluate(flow, None, None, T1, at_t1)]
+    assert flow_only == [n for n, needs in VERDICT_NEEDS.items() if needs == {"flow"}]

@@ -8,6 +8,8 @@ label +1 iff both targets occur. Types: 1 = both targets (y=+1), 2 = only mu_1, 
 
 from __future__ import annotations
 
+from typing import final
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ MU1, MU2, MU3 = 0, 1, 2
 N_SPECIAL = 3
 
 
+@final
 class CooccurrenceData(eqx.Module):
     """A labelled set of token sequences.
 

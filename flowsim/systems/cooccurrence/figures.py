@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-import numpy as np
 from matplotlib.lines import Line2D
 
 from ..._plots import figure, flow_gd, plot_comparison, plot_series, time_axis

@@ -7,7 +7,7 @@ X is given by its token indices and W_V X is the column gather W_V[:, tokens].
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal, final
 
 import equinox as eqx
 import jax
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 
+@final
 class CooccurrenceTransformer(eqx.Module):
     """Single-head softmax attention with a linear MLP read-out, summed over query positions.
 
@@ -64,9 +65,9 @@ def init_transformer(
     m1: int,
     *,
     init: Literal["kaiming", "theory"] = "kaiming",
-    scale: float = 1.0,
+    scale: float | jax.Array = 1.0,
     L: int = 5,
-    dtype: jnp.dtype = jnp.float64,
+    dtype: Any = jnp.float64,
 ) -> CooccurrenceTransformer:
     """Draw initial weights.
 

@@ -16,6 +16,8 @@ g_i within a type; `R_star` the fixed point R is pulled to (`balance_fixed_point
 
 from __future__ import annotations
 
+from typing import final
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,7 @@ def _attention(model, tokens: Int[Array, "n L"]) -> Float[Array, "n L L"]:
 _attention_jit = eqx.filter_jit(_attention)
 
 
+@final
 class CooccurrenceObserver(eqx.Module):
     """Computes every tracked quantity of the co-occurrence transformer.
 

@@ -142,6 +142,9 @@ class CooccurrenceSystem(AbstractSystem):
     config_type: ClassVar[type] = CooccurrenceConfig
     verdict_needs: ClassVar[Mapping[str, frozenset[str]]] = VERDICT_NEEDS
     predictions: ClassVar[Mapping[str, Prediction]] = _LazyPredictions()
+    smoke: ClassVar[Mapping[str, Any]] = {"n": 12, "L": 4, "d": 16, "m": 16, "m1": 16, "lr": 0.05, "steps": 200,
+                                          "n_save_log": 20, "n_save_lin": 10, "batch_size": 4, "sgd_seeds": 4,
+                                          "n_test": 200}
 
     def train_size(self, task: CooccurrenceConfig) -> int:
         return task.n

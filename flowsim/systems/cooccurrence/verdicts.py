@@ -108,7 +108,8 @@ def phase2_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verd
                   "1 <= R(t) <= 3 on Phase 2 and 1 < R(T) < 2",
                   bool(np.nanmin(R) >= 1 and np.nanmax(R) <= 3 and 1 < fT["R"] < 2)))
     ratios = {k: float(np.nanmax(flow[f"g_ratio_type{k}"][ph2])) for k in (1, 2, 3, 4)}
-    out.append(_v("balance.within_type", "per-sample losses of a type fall at the same rate: max g_i/g_j = O(1) (Cor. F.2)",
+    out.append(_v("balance.within_type",
+                  "per-sample losses of a type fall at the same rate: max g_i/g_j = O(1) (Cor. F.2)",
                   {f"max_g_ratio_type{k}": v for k, v in ratios.items()},
                   "max over Phase 2 and types of g_i/g_j <= 10", max(ratios.values()) <= 10))
     return out
@@ -156,10 +157,10 @@ def evaluate(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | None, at_t1
 
 _FLOW, _GD, _SGD = frozenset({"flow"}), frozenset({"flow", "gd"}), frozenset({"flow", "gd", "sgd"})
 VERDICT_NEEDS: dict[str, frozenset[str]] = {
-    **{name: _FLOW for name in ("phase1.end", "phase1.loss_order_one", "phase1.all_correct", "phase1.mlp_aligned",
-                                "phase1.attention_frozen", "phase1.change_by_T1", "phase2.directions",
-                                "phase2.mlp_signs", "phase2.loss_1_over_t", "balance.S2_S3", "balance.R",
-                                "balance.within_type")},
+    **dict.fromkeys(("phase1.end", "phase1.loss_order_one", "phase1.all_correct", "phase1.mlp_aligned",
+                     "phase1.attention_frozen", "phase1.change_by_T1", "phase2.directions",
+                     "phase2.mlp_signs", "phase2.loss_1_over_t", "balance.S2_S3", "balance.R",
+                     "balance.within_type"), _FLOW),
     "compare.flow_gd": _GD,
     "compare.flow_sgd": _SGD,
 }

@@ -11,7 +11,7 @@ Derivation: `theory/attention_phase2.md`; test: `tests/test_theory_attention.py`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import equinox as eqx
 import jax
@@ -19,13 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ..._config import Config
+from ...._config import Config
+from ...._experiment import enable_precision, setup
+from ...._integrate import integrate
+from ...._problem import Problem
+from ...._verdicts import loglog_slope
 from ..config import n_random_slots
-from ..._experiment import enable_precision, setup
-from ..._integrate import integrate
-from ..._problem import Problem
 from ..data import N_SPECIAL, make_dataset
-from ..._verdicts import loglog_slope
 from .gram import ReducedGramFlow, reduce_problem
 from .t1 import theory_gram_problem, theory_init_scales
 
@@ -41,6 +41,7 @@ def _attention(problem: Problem, params: PyTree) -> Float[Array, "n L L"]:
     return jax.vmap(problem.model(params).surrogate().attention)(problem.inputs)
 
 
+@final
 class _Observer(eqx.Module):
     """The loss and `attn_disp` = max |p(t) - p(0)| (as `flowsim.observables`) only.
 
@@ -58,6 +59,7 @@ class _Observer(eqx.Module):
         return {"loss": problem.loss(params), "attn_disp": jnp.max(jnp.abs(_attention(problem, params) - self.p0))}
 
 
+@final
 class _LossBelow(eqx.Module):
     """Event condition target - loss: crosses 0 upwards when the training loss first falls to `target`
     (an array field, so changing it does not recompile)."""
@@ -206,7 +208,7 @@ def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
     for key in [f"C_{a}{b}" for a, b in PREDICTED_SIGNS] + ["rand_max"]:
         s, c = loglog_slope(m_arr, np.abs(np.array([r[key] for r in rows], float)))
         fits[key] = {"slope": s, "ci95": c, "interval": [s - c, s + c]}
-    w = np.array(sorted(set(int(x) for x in widths)), float)
+    w = np.array(sorted({int(x) for x in widths}), float)
     s0s1 = [init_scales(init, int(x), m1, L, d) for x in w]
     pred = loglog_slope(w, np.array([theory_C_scale(a, b, x, m1, L) for (a, b), x in zip(s0s1, w)]))[0]
     pred_rate = loglog_slope(w, np.array([theory_C_scale(a, b, x, m1, L, rate=True) for (a, b), x in zip(s0s1, w)]))[0]

@@ -24,17 +24,18 @@ Usage (same `integrate`, observables compared name by name with `CooccurrenceObs
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
-from ..._dynamics import AbstractDynamics
+from ...._dynamics import AbstractFlow
+from ...._losses import logistic_loss
+from ...._problem import Problem
 from ..model import CooccurrenceTransformer
-from ..observables import VALUE_PAIRS, SCORE_PAIRS, CooccurrenceObserver
-from ..._losses import logistic_loss
-from ..._problem import Problem
+from ..observables import SCORE_PAIRS, VALUE_PAIRS, CooccurrenceObserver
 
 
 def blocks(d: int) -> tuple[slice, slice, slice, int]:
@@ -73,6 +74,7 @@ def loss_from_SG(S: Float[Array, "d d"], G: Float[Array, " d"], tokens: Int[Arra
     return jnp.mean(jax.vmap(loss_fn)(out, y))
 
 
+@final
 class GramModel(eqx.Module):
     """The reduced model: Gram matrix `M` (3d+1, 3d+1) plus the widths `m` and `m1` (= a^T a).
 
@@ -129,7 +131,8 @@ def reduce_problem(problem: Problem) -> Problem:
                         problem.loss_fn)
 
 
-class ReducedGramFlow(AbstractDynamics):
+@final
+class ReducedGramFlow(AbstractFlow):
     """dM/dt = M B + (M B)^T: the full gradient flow in Gram coordinates (exact, not an approximation).
 
     Integrate it on a problem from [`reduce_problem`][] or [`gram_problem`][]; the state is the
@@ -149,6 +152,7 @@ class ReducedGramFlow(AbstractDynamics):
         return eqx.tree_at(lambda s: s.M, state, MB + MB.T)
 
 
+@final
 class GramObserver(eqx.Module):
     """The tracked quantities of `flowsim.observables` computed from M, under the same names.
 

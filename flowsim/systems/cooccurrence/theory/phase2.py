@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import equinox as eqx
 import jax
@@ -27,32 +27,33 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from ..._config import Config
+from ...._config import Config
+from ...._dynamics import AbstractFlow
+from ...._experiment import enable_precision, run_flow, setup
+from ...._integrate import integrate
+from ...._losses import logistic_loss
+from ...._problem import Problem, make_problem
+from ...._solution import FlowSolution
+from ...._verdicts import loglog_slope, rel_gap
 from ..config import n_random_slots
-from ..._dynamics import AbstractDynamics
-from ..._experiment import enable_precision, run_flow, setup
-from ..system import min_margin
-from ..._integrate import integrate
-from ..._solution import FlowSolution
+from ..data import make_dataset
 from ..model import CooccurrenceTransformer
 from ..observables import TYPES, margin_observables, random_token_overlap
-from ..._losses import logistic_loss
-from ..._problem import Problem, make_problem
-from ..data import make_dataset
-from ..._verdicts import loglog_slope, rel_gap
+from ..system import min_margin
 from .gram import GramModel, GramObserver, ReducedGramFlow, blocks
 from .t1 import theory_gram_problem
 
 COMPARED_PHASE2 = ("loss", "min_margin", "G1", "G2", "G3", "N", "S1", "S2", "S3", "S4", "R")
 
 
+@final
 class Phase2Model(eqx.Module):
     """State of the Phase-2 system as a model over sample indices: output `F[i]` for input i.
 
     Trained leaves: `F` (n,) outputs F(X_i), `G` (3,) = G(mu1), G(mu2), G(mu3), `N` = ||W^T a||^2.
     Frozen: `kind` (n,) sample types 1-4, `m1` = a^T a, and `overlap` (n, n): y_i y_j times the number
-    of random-token occurrences samples i and j share (zero for the paper's system). Since the model maps index i to F_i, the
-    problem's loss, margins and the `min_margin` event mean what they mean for the full model.
+    of random-token occurrences samples i and j share (zero for the paper's system). Since the model
+    maps index i to F_i, the problem's loss, margins and the `min_margin` event mean what they mean for the full model.
     """
 
     F: Float[Array, " n"]
@@ -77,7 +78,8 @@ def _type_sums(problem: Problem, state: Phase2Model) -> tuple[Array, Array, Arra
     return z, g, onehot, model
 
 
-class Phase2System(AbstractDynamics):
+@final
+class Phase2System(AbstractFlow):
     """Def. F.1 / Lem. F.6: G1, G2, G3, the margins and N driven by S_k (module docstring).
 
     Integrate it on a problem from [`phase2_problem`][]; the state is that problem's `Phase2Model`.

@@ -17,15 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from ..._config import Config
-from ..._dynamics import GradientFlow
-from ..._experiment import enable_precision, setup
-from ..system import min_margin
-from ..._integrate import integrate
-from ..model import CooccurrenceTransformer
-from ..._problem import Problem
+from ...._config import Config
+from ...._dynamics import GradientFlow
+from ...._experiment import enable_precision, setup
+from ...._integrate import integrate
+from ...._problem import Problem
+from ...._verdicts import loglog_slope
 from ..data import CooccurrenceData, make_dataset
-from ..._verdicts import loglog_slope
+from ..model import CooccurrenceTransformer
+from ..system import min_margin
 from .gram import ReducedGramFlow, gram_problem, reduce_problem, wishart_gram
 
 Axis = Literal["m", "m1", "sigma1"]

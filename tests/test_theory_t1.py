@@ -1,9 +1,9 @@
-"""Predictions of the theory measured on the exact reduced flow (`flowsim.theory.predictions`)."""
+"""Predictions of the theory measured on the exact reduced flow (`flowsim.systems.cooccurrence.theory.t1`)."""
 
 import numpy as np
 import pytest
 
-from flowsim.theory.predictions import t1_scaling, t1_vs_width
+from flowsim.systems.cooccurrence.theory.t1 import t1_scaling, t1_vs_width
 
 
 def test_t1_scales_as_inverse_width():
@@ -72,7 +72,7 @@ def test_t1_scales_as_inverse_sigma1_squared_at_small_initial_outputs():
 def test_t1_full_model_follows_the_initial_rate_outside_the_theory_regime(small_config):
     # Kaiming init, tokens with replacement: T1 ~ 1/rate with the rate measured at init (Lem 4.1),
     # and the exact reduced flow from the same init gives the same T1. (Slow: one compile per width.)
-    from flowsim.theory.predictions import t1_full_model
+    from flowsim.systems.cooccurrence.theory.t1 import t1_full_model
 
     res = t1_full_model(small_config.replace(m1=256), [16, 64, 256], [0, 1], horizon=5.0)
     assert all(r["result"] == "successful" and np.isfinite(r["T1"]) for r in res["rows"])
