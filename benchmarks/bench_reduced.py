@@ -88,35 +88,48 @@ def main(argv: list[str] | None = None) -> None:
         rp = gram_problem(M0, m, M1, data.tokens, data.y)
         obs = GramObserver.at_init(rp, data.kind)
         sol, run, comp = timed(lambda: flowsim.integrate(ReducedGramFlow(), rp, ts, obs, **kw).check(), args.repeats)
-        rows[m].update(red_init=t_init, red_run=run, red_compile=comp, red_steps=sol.num_steps,
-                       red_loss=sol.obs["loss"][-1])
+        rows[m].update(
+            red_init=t_init, red_run=run, red_compile=comp, red_steps=sol.num_steps, red_loss=sol.obs["loss"][-1]
+        )
         print(f"reduced m={m:6d}: run {run:.3f} s, compile {comp:.1f} s, {sol.num_steps} steps", flush=True)
 
     for m in FULL_MS:
         cfg = flowsim.Config(n=N, L=L, d=D, m=m, m1=M1, init="theory", seed=0)
-        model, t_init = timed_draw(lambda: flowsim.init_transformer(jax.random.PRNGKey(0), D, m, M1, init="theory",
-                                                                     L=L))
+        model, t_init = timed_draw(
+            lambda: flowsim.init_transformer(jax.random.PRNGKey(0), D, m, M1, init="theory", L=L)
+        )
         s = flowsim.setup(cfg, model=model, data=data)
-        sol, run, comp = timed(lambda: flowsim.integrate(flowsim.GradientFlow(), s.problem, ts, s.observer,
-                                                         **kw).check(), args.repeats)
+        sol, run, comp = timed(
+            lambda: flowsim.integrate(flowsim.GradientFlow(), s.problem, ts, s.observer, **kw).check(), args.repeats
+        )
         rp = reduce_problem(s.problem)
         same = flowsim.integrate(ReducedGramFlow(), rp, ts, GramObserver.at_init(rp, s.data.kind), **kw).check()
         diff = np.max(np.abs(same.obs["loss"] - sol.obs["loss"])) / np.max(np.abs(sol.obs["loss"]))
-        rows[m].update(full_init=t_init, full_run=run, full_compile=comp, full_steps=sol.num_steps,
-                       full_loss=sol.obs["loss"][-1], same_diff=diff)
+        rows[m].update(
+            full_init=t_init,
+            full_run=run,
+            full_compile=comp,
+            full_steps=sol.num_steps,
+            full_loss=sol.obs["loss"][-1],
+            same_diff=diff,
+        )
         print(f"full    m={m:6d}: run {run:.3f} s, compile {comp:.1f} s, {sol.num_steps} steps", flush=True)
 
     def f(r, k, fmt):
         return format(r[k], fmt) if k in r else "-"
 
-    head = ("| m | full: init s | full: run s | full: compile s | full: steps | reduced: init s | reduced: run s "
-            "| reduced: compile s | reduced: steps | loss(T) full | loss(T) reduced | same-init loss rel. diff |")
+    head = (
+        "| m | full: init s | full: run s | full: compile s | full: steps | reduced: init s | reduced: run s "
+        "| reduced: compile s | reduced: steps | loss(T) full | loss(T) reduced | same-init loss rel. diff |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m, r in rows.items():
-        lines.append(f"| {m} | {f(r, 'full_init', '.4f')} | {f(r, 'full_run', '.3f')} | {f(r, 'full_compile', '.1f')} "
-                     f"| {f(r, 'full_steps', 'd')} | {f(r, 'red_init', '.4f')} | {f(r, 'red_run', '.3f')} "
-                     f"| {f(r, 'red_compile', '.1f')} | {f(r, 'red_steps', 'd')} | {f(r, 'full_loss', '.6f')} "
-                     f"| {f(r, 'red_loss', '.6f')} | {f(r, 'same_diff', '.1e')} |")
+        lines.append(
+            f"| {m} | {f(r, 'full_init', '.4f')} | {f(r, 'full_run', '.3f')} | {f(r, 'full_compile', '.1f')} "
+            f"| {f(r, 'full_steps', 'd')} | {f(r, 'red_init', '.4f')} | {f(r, 'red_run', '.3f')} "
+            f"| {f(r, 'red_compile', '.1f')} | {f(r, 'red_steps', 'd')} | {f(r, 'full_loss', '.6f')} "
+            f"| {f(r, 'red_loss', '.6f')} | {f(r, 'same_diff', '.1e')} |"
+        )
     table = "\n".join(lines)
     print(table)
     cmd = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])

@@ -45,10 +45,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--naive-points", type=int, default=6)
     args = p.parse_args()
-    spec = SweepSpec.from_dict({"name": "bench", "base": {"steps": args.steps},
-                                "axes": {"lr": {"log": [0.005, 0.02], "num": 8},
-                                         "init_scale": {"log": [0.5, 2.0], "num": 8}},
-                                "seeds": 1, "measures": MEASURES})
+    spec = SweepSpec.from_dict(
+        {
+            "name": "bench",
+            "base": {"steps": args.steps},
+            "axes": {"lr": {"log": [0.005, 0.02], "num": 8}, "init_scale": {"log": [0.5, 2.0], "num": 8}},
+            "seeds": 1,
+            "measures": MEASURES,
+        }
+    )
     configs = spec.configs()
     rows = []
     load0 = os.getloadavg()[0]
@@ -74,15 +79,18 @@ def main() -> None:
     rate = {name: n / dt for name, n, dt in rows}
     naive_rate = rows[0][1] / rows[0][2]
     lines = [
-        "# Sweep benchmark", "",
+        "# Sweep benchmark",
+        "",
         f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
         f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
         f"Grid: 64 points = lr (8, log 0.005..0.02) x init_scale (8, log 0.5..2), default model "
         f"(n=60, L=5, d=64, m=128, m1=256, float64), steps={args.steps}, measures {MEASURES} (flow with the "
         "Phase-1 event; GD and SGD skipped because no measure needs them)  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}; load average "
-        f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end", "",
-        "| method | points | wall s | points / s | vs naive |", "|---|---:|---:|---:|---:|",
+        f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        "",
+        "| method | points | wall s | points / s | vs naive |",
+        "|---|---:|---:|---:|---:|",
         *(f"| {name} | {n} | {dt:.1f} | {n / dt:.3f} | {n / dt / naive_rate:.1f}x |" for name, n, dt in rows),
         "",
         f"Speed-up of the 2-worker sweep over naive: **{rate[rows[2][0]] / naive_rate:.1f}x** (target >= 10x). "

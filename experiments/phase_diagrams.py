@@ -31,8 +31,9 @@ def run(name: str, workers: int | None) -> None:
     results = HERE / "results"
     t0 = time.perf_counter()
     rep = run_sweep(SweepSpec.from_file(HERE / "specs" / f"{name}.toml"), results / name, workers=workers)
-    print(f"{name}: {rep.total} points ({rep.skipped} resumed, {rep.done} run, {rep.failed} failed) "
-          f"in {rep.wall_s:.1f} s")
+    print(
+        f"{name}: {rep.total} points ({rep.skipped} resumed, {rep.done} run, {rep.failed} failed) in {rep.wall_s:.1f} s"
+    )
     for m in measures:
         print(" ", plot_phase_diagram(results / name, x, y, measure=m, out=results / f"{name}_{m}.png"))
     print(" ", write_csv(load_sweep(results / name), results / f"{name}.csv"))

@@ -23,12 +23,18 @@ HORIZON = 3.0
 def main() -> None:
     t0 = time.perf_counter()
     rows = compare_lrs(CONFIG, LRS, ("gf", "igr", "sme"), horizon=HORIZON, paths=32)
-    write_json(OUT / "sme_vs_sgd.json", {"config": CONFIG.to_dict(), "lrs": LRS, "horizon": HORIZON,
-                                          "rows": rows, "versions": package_versions()})
+    write_json(
+        OUT / "sme_vs_sgd.json",
+        {"config": CONFIG.to_dict(), "lrs": LRS, "horizon": HORIZON, "rows": rows, "versions": package_versions()},
+    )
     plot_distance_vs_lr(rows, OUT / "sme_vs_sgd.png")
     big = CONFIG.replace(lr=LRS[-1], steps=int(round(HORIZON / LRS[-1])))
-    plot_overlay(compare(big, ("gf", "igr", "sme"), paths=32), ["loss", "min_margin", "G1"],
-                 OUT / "sme_vs_sgd_overlay.png", title=f"continuous models vs SGD at lr = {LRS[-1]}")
+    plot_overlay(
+        compare(big, ("gf", "igr", "sme"), paths=32),
+        ["loss", "min_margin", "G1"],
+        OUT / "sme_vs_sgd_overlay.png",
+        title=f"continuous models vs SGD at lr = {LRS[-1]}",
+    )
     for r in rows:
         print(f"lr {r['lr']:<6g} {r['model']:<4} {r['distance_loss_in_sgd_se']:8.2f} SGD standard errors")
     print(f"wall time {time.perf_counter() - t0:.0f} s")

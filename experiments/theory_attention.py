@@ -50,8 +50,9 @@ def plot(disp: dict, regimes: dict[str, dict], out: pathlib.Path) -> None:
         ax.loglog(L[sel], y[sel], "o", alpha=0.7, label=f"seed {s}")
     grid = np.linspace(L.min(), L.max(), 50)
     logc = np.mean(np.log(y) - disp["slope"] * np.log(L))
-    ax.loglog(grid, np.exp(logc) * grid ** disp["slope"], "-",
-              label=f"fit: slope {disp['slope']:.2f} ± {disp['ci95']:.2f}")
+    ax.loglog(
+        grid, np.exp(logc) * grid ** disp["slope"], "-", label=f"fit: slope {disp['slope']:.2f} ± {disp['ci95']:.2f}"
+    )
     anchor = np.exp(np.mean(np.log(y[L == L.min()])))
     ax.loglog(grid, anchor * (grid / L.min()) ** -2.0, "--", label="1/L² (bound's slope)")
     ax.set_xlabel("L")
@@ -67,19 +68,34 @@ def plot(disp: dict, regimes: dict[str, dict], out: pathlib.Path) -> None:
                 ax.text(j, i, f"{C[i, j]:.2g}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(3), ["q μ1", "q μ2", "q μ3"])
         ax.set_yticks(range(3), ["k μ1", "k μ2", "k μ3"])
-        ax.set_title(f"({'bc'[name != 'theory']}) C block, {name}, m={m}\nratio min|C4|/max|C_rand| = "
-                     f"{np.median([r['ratio'] for r in res['rows'] if r['m'] == m]):.1f}", fontsize=9)
+        ax.set_title(
+            f"({'bc'[name != 'theory']}) C block, {name}, m={m}\nratio min|C4|/max|C_rand| = "
+            f"{np.median([r['ratio'] for r in res['rows'] if r['m'] == m]):.1f}",
+            fontsize=9,
+        )
         fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[3]
     for (name, res), mk in zip(regimes.items(), ("o", "s")):
         m = np.array([r["m"] for r in res["rows"]], float)
-        for k, c in zip(FOUR + ("rand_max",), ("C0", "C1", "C2", "C3", "gray")):
-            ax.loglog(m, np.abs([r[k] for r in res["rows"]]), mk, color=c, alpha=0.6, ms=4,
-                      label=f"{k} ({res['fits'][k]['slope']:.2f})" if name == "theory" else None)
+        for k, c in zip((*FOUR, "rand_max"), ("C0", "C1", "C2", "C3", "gray")):
+            ax.loglog(
+                m,
+                np.abs([r[k] for r in res["rows"]]),
+                mk,
+                color=c,
+                alpha=0.6,
+                ms=4,
+                label=f"{k} ({res['fits'][k]['slope']:.2f})" if name == "theory" else None,
+            )
         w = np.array(sorted(set(m)))
         ref = np.exp(np.mean(np.log(np.abs([r["C_21"] for r in res["rows"] if r["m"] == w[0]]))))
-        ax.loglog(w, ref * (w / w[0]) ** res["predicted_slope"], "--", color="k" if name == "theory" else "m",
-                  label=f"{name}: paper's slope {res['predicted_slope']:.2f}")
+        ax.loglog(
+            w,
+            ref * (w / w[0]) ** res["predicted_slope"],
+            "--",
+            color="k" if name == "theory" else "m",
+            label=f"{name}: paper's slope {res['predicted_slope']:.2f}",
+        )
     ax.set_xlabel("width m")
     ax.set_ylabel("|C| at loss = 0.01")
     ax.set_title("(d) |C| vs m (o theory init, □ Kaiming)")
@@ -91,19 +107,27 @@ def plot(disp: dict, regimes: dict[str, dict], out: pathlib.Path) -> None:
 
 def _print_C(name: str, res: dict) -> None:
     print(f"\n== C projections, {name} regime ({res['config']}) ==")
-    print(f"{'m':>6} {'seed':>4} {'t_end':>10} {'C_12':>10} {'C_21':>10} {'C_31':>10} {'C_32':>10} {'rand_max':>10} "
-          f"{'ratio':>6} signs  h_loss   h_C_12     h_ratio")
+    print(
+        f"{'m':>6} {'seed':>4} {'t_end':>10} {'C_12':>10} {'C_21':>10} {'C_31':>10} {'C_32':>10} {'rand_max':>10} "
+        f"{'ratio':>6} signs  h_loss   h_C_12     h_ratio"
+    )
     for r in res["rows"]:
-        print(f"{r['m']:>6} {r['seed']:>4} {r['t_end']:>10.4g} {r['C_12']:>10.3e} {r['C_21']:>10.3e} "
-              f"{r['C_31']:>10.3e} {r['C_32']:>10.3e} {r['rand_max']:>10.3e} {r['ratio']:>6.2f} "
-              f"{str(r['signs_ok']):>5} {r['h_loss']:.2e} {r['h_C_12']:>10.3e} {r['h_ratio']:>6.2f}")
+        print(
+            f"{r['m']:>6} {r['seed']:>4} {r['t_end']:>10.4g} {r['C_12']:>10.3e} {r['C_21']:>10.3e} "
+            f"{r['C_31']:>10.3e} {r['C_32']:>10.3e} {r['rand_max']:>10.3e} {r['ratio']:>6.2f} "
+            f"{r['signs_ok']!s:>5} {r['h_loss']:.2e} {r['h_C_12']:>10.3e} {r['h_ratio']:>6.2f}"
+        )
     for k, f in res["fits"].items():
         print(f"  slope |{k}| vs m: {f['slope']:.3f}, 95% CI [{f['interval'][0]:.3f}, {f['interval'][1]:.3f}]")
-    print(f"  paper's formula slope {res['predicted_slope']:.3f} "
-          f"(with Lem 4.1 rate {res['predicted_slope_rate']:.3f}); tolerance {res['tolerance']}")
-    print(f"  signs_hold={res['signs_hold']} ratio_holds={res['ratio_holds']} (min ratio {res['min_ratio']:.2f} > "
-          f"{res['ratio_min']}) scaling_holds={res['scaling_holds']} scaling_holds_rate={res['scaling_holds_rate']} "
-          f"-> holds={res['holds']}")
+    print(
+        f"  paper's formula slope {res['predicted_slope']:.3f} "
+        f"(with Lem 4.1 rate {res['predicted_slope_rate']:.3f}); tolerance {res['tolerance']}"
+    )
+    print(
+        f"  signs_hold={res['signs_hold']} ratio_holds={res['ratio_holds']} (min ratio {res['min_ratio']:.2f} > "
+        f"{res['ratio_min']}) scaling_holds={res['scaling_holds']} scaling_holds_rate={res['scaling_holds_rate']} "
+        f"-> holds={res['holds']}"
+    )
 
 
 def separation_vs_n() -> dict:
@@ -116,8 +140,15 @@ def separation_vs_n() -> dict:
         res = score_change_projections([RATIO_M], SEEDS, init="theory", n=n, L=5)
         rows += [{"n": n, "seed": r["seed"], "ratio": r["ratio"], "signs_ok": r["signs_ok"]} for r in res["rows"]]
     slope, ci = loglog_slope(np.array([r["n"] for r in rows], float), np.array([r["ratio"] for r in rows], float))
-    return {"rows": rows, "slope": slope, "ci95": ci, "interval": [slope - ci, slope + ci], "predicted": 1.0,
-            "m": RATIO_M, "L": 5}
+    return {
+        "rows": rows,
+        "slope": slope,
+        "ci95": ci,
+        "interval": [slope - ci, slope + ci],
+        "predicted": 1.0,
+        "m": RATIO_M,
+        "L": 5,
+    }
 
 
 def main() -> None:
@@ -133,20 +164,25 @@ def main() -> None:
     print(f"== attention displacement vs L ({disp['config']}) ==")
     print(f"{'L':>3} {'seed':>4} {'d':>4} {'T m':>9} {'attn_disp':>11} {'L^2 disp':>11}  result")
     for r in disp["rows"]:
-        print(f"{r['L']:>3} {r['seed']:>4} {r['d']:>4} {r['t_end_m']:>9.2f} {r['attn_disp']:>11.4e} "
-              f"{r['L2_disp']:>11.4e}  {r['result']}")
-    print(f"slope {disp['slope']:.3f}, 95% CI [{disp['interval'][0]:.3f}, {disp['interval'][1]:.3f}]; "
-          f"bound slope <= -2 (L^2 disp slope {disp['l2_slope']:.3f}); holds = {disp['holds']} "
-          f"(consistent = {disp['consistent']}); "
-          f"max L^2 disp = {disp['max_L2_disp']:.3e}; {t_disp:.1f} s")
+        print(
+            f"{r['L']:>3} {r['seed']:>4} {r['d']:>4} {r['t_end_m']:>9.2f} {r['attn_disp']:>11.4e} "
+            f"{r['L2_disp']:>11.4e}  {r['result']}"
+        )
+    print(
+        f"slope {disp['slope']:.3f}, 95% CI [{disp['interval'][0]:.3f}, {disp['interval'][1]:.3f}]; "
+        f"bound slope <= -2 (L^2 disp slope {disp['l2_slope']:.3f}); holds = {disp['holds']} "
+        f"(consistent = {disp['consistent']}); "
+        f"max L^2 disp = {disp['max_L2_disp']:.3e}; {t_disp:.1f} s"
+    )
     regimes = {}
     t1 = time.perf_counter()
     regimes["theory"] = score_change_projections(THEORY_WIDTHS, SEEDS, init="theory", n=24, L=5)
     _print_C("theory", regimes["theory"])
     print(f"  {time.perf_counter() - t1:.1f} s")
     t1 = time.perf_counter()
-    regimes["kaiming"] = score_change_projections(KAIMING_WIDTHS, SEEDS, init="kaiming", n=60, L=5, d=64,
-                                                  distinct_tokens=False)
+    regimes["kaiming"] = score_change_projections(
+        KAIMING_WIDTHS, SEEDS, init="kaiming", n=60, L=5, d=64, distinct_tokens=False
+    )
     _print_C("kaiming (paper's experiment)", regimes["kaiming"])
     print(f"  {time.perf_counter() - t1:.1f} s")
     t1 = time.perf_counter()
@@ -154,14 +190,23 @@ def main() -> None:
     print(f"\n== separation ratio vs n (theory init, L=5, m={RATIO_M}) ==")
     for r in sep["rows"]:
         print(f"  n={r['n']:>3} seed={r['seed']} ratio={r['ratio']:.2f} signs_ok={r['signs_ok']}")
-    print(f"  slope of ratio vs n: {sep['slope']:.3f}, 95% CI [{sep['interval'][0]:.3f}, {sep['interval'][1]:.3f}] "
-          f"(predicted 1); {time.perf_counter() - t1:.1f} s")
+    print(
+        f"  slope of ratio vs n: {sep['slope']:.3f}, 95% CI [{sep['interval'][0]:.3f}, {sep['interval'][1]:.3f}] "
+        f"(predicted 1); {time.perf_counter() - t1:.1f} s"
+    )
     wall = time.perf_counter() - t0
     out = HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "theory_attention.json", {"displacement_vs_L": disp, "C_projections": regimes,
-                                               "separation_vs_n": sep, "wall_s": wall,
-                                               "versions": package_versions()})
+    write_json(
+        out / "theory_attention.json",
+        {
+            "displacement_vs_L": disp,
+            "C_projections": regimes,
+            "separation_vs_n": sep,
+            "wall_s": wall,
+            "versions": package_versions(),
+        },
+    )
     plot(disp, regimes, out / "theory_attention.png")
     print(f"wrote {out / 'theory_attention.json'} and .png; total wall time {time.perf_counter() - t0:.1f} s")
 

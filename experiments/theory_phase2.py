@@ -30,9 +30,29 @@ SEEDS = [0, 1, 2]
 WIDTHS = [256, 1024, 4096, 16384, 65536]
 NS = [12, 24, 48, 96]
 REGIMES = {"experiment": {}, "theory": {"init": "theory", "distinct_tokens": True, "d": 163}}
-ROW_KEYS = ("n", "m", "seed", "value_term_ratio", "err_loss", "err_rand_loss", "c", "c_first_half",
-            "c_second_half", "c_paper_T", "c_random_T", "max_rel_error", "slope", "S2_over_S3_worst", "R_min", "R_max", "R_T",
-            "R_star_T", "R_star_random_T", "R_T_paper_system", "g_ratio_max")
+ROW_KEYS = (
+    "n",
+    "m",
+    "seed",
+    "value_term_ratio",
+    "err_loss",
+    "err_rand_loss",
+    "c",
+    "c_first_half",
+    "c_second_half",
+    "c_paper_T",
+    "c_random_T",
+    "max_rel_error",
+    "slope",
+    "S2_over_S3_worst",
+    "R_min",
+    "R_max",
+    "R_T",
+    "R_star_T",
+    "R_star_random_T",
+    "R_T_paper_system",
+    "g_ratio_max",
+)
 
 
 def full_model(regime: str) -> dict[str, Any]:
@@ -52,19 +72,29 @@ def full_model(regime: str) -> dict[str, Any]:
     rand = compare_phase2(sol, s.problem, s.data.kind, random_tokens=True)
     e = sol.event_obs
     sel = sol.ts > sol.event_time
-    return {"config": config.to_dict(),
-            "T1": sol.event_time, "value_term_ratio": paper["value_term_ratio"],
-            "err": paper["max_rel_error"], "err_rand": rand["max_rel_error"],
-            "loss_law": loss_law_fit(sol.ts, sol.obs, sol.event_time, e, s.data.kind,
-                                     random_token_overlap(s.problem.inputs, s.problem.targets)),
-            "balancing": balancing_summary(sol.ts, sol.obs, sol.event_time),
-            "R_T_paper_system": float(paper["approx"]["R"][-1]),
-            "attention_ablation": {k: v for k, v in attention_ablation(config).items() if k != "config"},
-            "curves": {"t": paper["ts"], "flow_loss": paper["flow"]["loss"], "paper_loss": paper["approx"]["loss"],
-                       "rand_loss": rand["approx"]["loss"], "flow_R": paper["flow"]["R"],
-                       "paper_R": paper["approx"]["R"],
-                       "R_star": np.concatenate([[e["R_star"]], sol.obs["R_star"][sel]]),
-                       "flow_N": paper["flow"]["N"]}}
+    return {
+        "config": config.to_dict(),
+        "T1": sol.event_time,
+        "value_term_ratio": paper["value_term_ratio"],
+        "err": paper["max_rel_error"],
+        "err_rand": rand["max_rel_error"],
+        "loss_law": loss_law_fit(
+            sol.ts, sol.obs, sol.event_time, e, s.data.kind, random_token_overlap(s.problem.inputs, s.problem.targets)
+        ),
+        "balancing": balancing_summary(sol.ts, sol.obs, sol.event_time),
+        "R_T_paper_system": float(paper["approx"]["R"][-1]),
+        "attention_ablation": {k: v for k, v in attention_ablation(config).items() if k != "config"},
+        "curves": {
+            "t": paper["ts"],
+            "flow_loss": paper["flow"]["loss"],
+            "paper_loss": paper["approx"]["loss"],
+            "rand_loss": rand["approx"]["loss"],
+            "flow_R": paper["flow"]["R"],
+            "paper_R": paper["approx"]["R"],
+            "R_star": np.concatenate([[e["R_star"]], sol.obs["R_star"][sel]]),
+            "flow_N": paper["flow"]["N"],
+        },
+    }
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -99,8 +129,10 @@ def plot(scans: dict[str, dict], full: dict[str, dict], out: pathlib.Path) -> No
         a.set(title=f"{regime} regime: balancing ratio R(t)", xlabel="t", ylabel="R")
         a.legend(fontsize=8)
     a = ax[0, 2]
-    for key, axis, label in (("err_rand_loss", "m", "with random tokens, vs m (n=24)"),
-                             ("err_loss", "n", "paper's system, vs n (m=16384)")):
+    for key, axis, label in (
+        ("err_rand_loss", "m", "with random tokens, vs m (n=24)"),
+        ("err_loss", "n", "paper's system, vs n (m=16384)"),
+    ):
         rows = scans[axis]["rows"]
         x = np.array([r[axis] for r in rows], float)
         yv = np.array([r[key] for r in rows], float)
@@ -116,8 +148,13 @@ def plot(scans: dict[str, dict], full: dict[str, dict], out: pathlib.Path) -> No
         X = np.concatenate([[0.0], np.cumsum(0.5 * (N[1:] + N[:-1]) * np.diff(t))])
         a.plot(X, 1 / ll - 1 / ll[0], label=f"{regime}: c = {res['loss_law']['c']:.3f}")
         a.plot(X, res["loss_law"]["c"] * X, "k:", lw=0.8)
-    a.set(xscale="log", yscale="log", title="loss law: 1/L - 1/L(T1) vs int N dt (dotted: fit)",
-          xlabel=r"$\int_{T_1}^t N\,ds$", ylabel=r"$1/\hat L - 1/\hat L(T_1)$")
+    a.set(
+        xscale="log",
+        yscale="log",
+        title="loss law: 1/L - 1/L(T1) vs int N dt (dotted: fit)",
+        xlabel=r"$\int_{T_1}^t N\,ds$",
+        ylabel=r"$1/\hat L - 1/\hat L(T_1)$",
+    )
     a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -133,8 +170,10 @@ def main() -> None:
     start = time.perf_counter()
     scans = {"m": phase2_scan("m", WIDTHS, SEEDS, n=24), "n": phase2_scan("n", NS, SEEDS, m=16384)}
     for axis, res in scans.items():
-        print(f"\n== scan over {axis} ({res['error_key']}: slope {res['slope']:.3f} +- {res['ci95']:.3f}, "
-              f"predicted {res['predicted']}, holds: {res['holds']})")
+        print(
+            f"\n== scan over {axis} ({res['error_key']}: slope {res['slope']:.3f} +- {res['ci95']:.3f}, "
+            f"predicted {res['predicted']}, holds: {res['holds']})"
+        )
         print(_table(res["rows"]))
     full = {regime: full_model(regime) for regime in REGIMES}
     for regime, res in full.items():
@@ -143,12 +182,17 @@ def main() -> None:
         print("  + random tokens errors:", {k: round(v, 3) for k, v in res["err_rand"].items()})
         print("  loss law:", {k: round(v, 4) for k, v in res["loss_law"].items()})
         print("  W_Q, W_K frozen vs trained:", {k: round(v, 6) for k, v in res["attention_ablation"].items()})
-        print("  balancing:", {k: round(v, 4) for k, v in res["balancing"].items()},
-              "R(T) of the paper's system:", round(res["R_T_paper_system"], 4))
+        print(
+            "  balancing:",
+            {k: round(v, 4) for k, v in res["balancing"].items()},
+            "R(T) of the paper's system:",
+            round(res["R_T_paper_system"], 4),
+        )
     wall = time.perf_counter() - start
     OUT.mkdir(exist_ok=True)
-    write_json(OUT / "theory_phase2.json", {"scans": scans, "full_model": full, "wall_s": wall,
-                                            "versions": package_versions()})
+    write_json(
+        OUT / "theory_phase2.json", {"scans": scans, "full_model": full, "wall_s": wall, "versions": package_versions()}
+    )
     plot(scans, full, OUT / "theory_phase2.png")
     print(f"\nwrote {OUT / 'theory_phase2.json'} and theory_phase2.png; total wall time {wall:.1f} s")
 

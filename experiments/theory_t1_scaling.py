@@ -9,9 +9,9 @@ The paper's n=60, L=5 with d=16 (random tokens with replacement), seeds 0, 1, 2,
 - sigma1: 1/64..1/4 (5) at m = 4096, m1 = 256 (sigma1 sqrt(m1) = 0.25..4, sigma1^2/sigma0^2 = 5..1280);
   predicted -2.
 The grids were fixed before the runs. A control added afterwards (`CONTROL`, JSON key "controls", not in
-the figure) repeats the sigma1 axis at small initial outputs (m1 = 16, m = 65536). Writes experiments/results/theory_t1_scaling.json (the three
-tables) and .png (three panels) and prints the tables, the fitted exponents with their 95% intervals,
-the predictions and the total wall time.
+the figure) repeats the sigma1 axis at small initial outputs (m1 = 16, m = 65536). Writes
+experiments/results/theory_t1_scaling.json (the three tables) and .png (three panels) and prints
+the tables, the fitted exponents with their 95% intervals, the predictions and the total wall time.
 """
 
 from __future__ import annotations
@@ -73,10 +73,15 @@ def plot(results: dict[str, dict], out: pathlib.Path) -> None:
         grid = np.geomspace(x.min(), x.max(), 50)
         lx, lt = np.log(x).mean(), np.log(t1).mean()
         verdict = "holds" if res["holds"] else "fails"
-        ax.loglog(grid, np.exp(lt + res["slope"] * (np.log(grid) - lx)), "-",
-                  label=f"fit: {res['slope']:.3f} ± {res['ci95']:.3f} ({verdict})")
-        ax.loglog(grid, np.exp(lt + res["predicted"] * (np.log(grid) - lx)), "--",
-                  label=f"predicted {res['predicted']:g}")
+        ax.loglog(
+            grid,
+            np.exp(lt + res["slope"] * (np.log(grid) - lx)),
+            "-",
+            label=f"fit: {res['slope']:.3f} ± {res['ci95']:.3f} ({verdict})",
+        )
+        ax.loglog(
+            grid, np.exp(lt + res["predicted"] * (np.log(grid) - lx)), "--", label=f"predicted {res['predicted']:g}"
+        )
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(LABELS[name])
         ax.set_ylabel("T1 (first time min_i y_i F_i = 0)")
@@ -91,15 +96,23 @@ def plot(results: dict[str, dict], out: pathlib.Path) -> None:
 def report(name: str, res: dict) -> None:
     """Print one axis: the table, the fits against the axis and against the rate, and the diagnostic."""
     print(f"\n== axis {name} ==")
-    print(f"{'value':>10} {'m':>6} {'m1':>5} {'sigma1':>8} {'seed':>4} {'G0':>6} {'margin0':>8} {'T1':>11} "
-          f"{'T1*rate':>8} {'loss(T1)':>8}  result")
+    print(
+        f"{'value':>10} {'m':>6} {'m1':>5} {'sigma1':>8} {'seed':>4} {'G0':>6} {'margin0':>8} {'T1':>11} "
+        f"{'T1*rate':>8} {'loss(T1)':>8}  result"
+    )
     for r in res["rows"]:
-        print(f"{r['value']:>10.5g} {r['m']:>6} {r['m1']:>5} {r['sigma1']:>8.5f} {r['seed']:>4} {r['G0_scale']:>6.3f} "
-              f"{r['margin0']:>8.3f} {r['T1']:>11.5g} {r['T1'] * r['rate']:>8.3f} {r['loss_T1']:>8.4f}  {r['result']}")
-    print(f"fitted exponent {res['slope']:.4f}, 95% CI [{res['interval'][0]:.4f}, {res['interval'][1]:.4f}]; "
-          f"predicted {res['predicted']:g} (tolerance {res['tolerance']}): holds = {res['holds']}")
-    print(f"exponent vs Lem 4.1 rate (sigma0^2+sigma1^2) m m1: {res['slope_vs_rate']:.4f} ± {res['ci95_vs_rate']:.4f}"
-          f" (predicted -1): holds = {res['holds_vs_rate']}")
+        print(
+            f"{r['value']:>10.5g} {r['m']:>6} {r['m1']:>5} {r['sigma1']:>8.5f} {r['seed']:>4} {r['G0_scale']:>6.3f} "
+            f"{r['margin0']:>8.3f} {r['T1']:>11.5g} {r['T1'] * r['rate']:>8.3f} {r['loss_T1']:>8.4f}  {r['result']}"
+        )
+    print(
+        f"fitted exponent {res['slope']:.4f}, 95% CI [{res['interval'][0]:.4f}, {res['interval'][1]:.4f}]; "
+        f"predicted {res['predicted']:g} (tolerance {res['tolerance']}): holds = {res['holds']}"
+    )
+    print(
+        f"exponent vs Lem 4.1 rate (sigma0^2+sigma1^2) m m1: {res['slope_vs_rate']:.4f} ± {res['ci95_vs_rate']:.4f}"
+        f" (predicted -1): holds = {res['holds_vs_rate']}"
+    )
     c0, c1 = offset_fit(res)
     print(f"diagnostic (a posteriori): T1 * rate ~ {c0:.2f} + {c1:.2f} G0_scale")
 
@@ -117,7 +130,10 @@ def main() -> None:
         res["offset_fit"] = dict(zip(("c0", "c1"), offset_fit(res)))
     out = HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "theory_t1_scaling.json", {"axes": results, "controls": controls, "wall_s": wall, "versions": package_versions()})
+    write_json(
+        out / "theory_t1_scaling.json",
+        {"axes": results, "controls": controls, "wall_s": wall, "versions": package_versions()},
+    )
     plot(results, out / "theory_t1_scaling.png")
     print(f"\nwrote {out / 'theory_t1_scaling.json'} and .png; total wall time {time.perf_counter() - t0:.1f} s")
 

@@ -3,7 +3,7 @@
 `compare(config, ...)` runs, for any system, the chosen continuous dynamics (gradient flow, the IGR modified flow, the
 heavy-ball ODE, the SGD modified equation as an ensemble of Brownian paths) and the discrete runs
 (GD, SGD over seeds) from the same initial point on the same save grid, and returns `Curve`s that
-`flowsim.plots.plot_overlay` draws. `distance_to_sgd` measures how far each curve's mean is from the
+`flowsim.plot_overlay` draws. `distance_to_sgd` measures how far each curve's mean is from the
 SGD mean in units of the SGD ensemble's standard error; `compare_lrs` repeats this over step sizes.
 """
 
@@ -24,8 +24,14 @@ from ._sde import integrate_sde
 from ._system import Setup
 
 DYNAMICS = ("gf", "igr", "heavy_ball", "sme")
-LABELS = {"gf": "gradient flow", "igr": "IGR modified flow", "heavy_ball": "heavy-ball ODE",
-          "sme": "SGD modified equation (SDE)", "gd": "GD", "sgd": "SGD"}
+LABELS = {
+    "gf": "gradient flow",
+    "igr": "IGR modified flow",
+    "heavy_ball": "heavy-ball ODE",
+    "sme": "SGD modified equation (SDE)",
+    "gd": "GD",
+    "sgd": "SGD",
+}
 
 
 @final
@@ -46,8 +52,15 @@ class Curve:
         return np.nanmean(x, 0) if self.ensemble else x
 
 
-def compare(config: Config, dynamics: Sequence[str] = ("gf", "igr", "sme"), *, paths: int = 32,
-            momentum: float = 0.0, sampling: str = "iid", s: Setup | None = None) -> dict[str, Curve]:
+def compare(
+    config: Config,
+    dynamics: Sequence[str] = ("gf", "igr", "sme"),
+    *,
+    paths: int = 32,
+    momentum: float = 0.0,
+    sampling: str = "iid",
+    s: Setup | None = None,
+) -> dict[str, Curve]:
     """Run `dynamics` (names in `DYNAMICS`) and GD/SGD for `config`; SGD uses `config.sgd_seeds` seeds
     (`sampling` "iid" matches the SDE's independent noise, "shuffle" is epoch-wise reshuffling), the SDE
     `paths` Brownian paths with Euler-Maruyama step lr/2; `momentum` > 0 runs the discrete methods
@@ -62,22 +75,50 @@ def compare(config: Config, dynamics: Sequence[str] = ("gf", "igr", "sme"), *, p
     steps = step_grid(c)
     ts = steps * c.lr
     curves: dict[str, Curve] = {}
-    makers = {"gf": lambda: GradientFlow(), "igr": lambda: ModifiedFlow(c.lr),
-              "heavy_ball": lambda: HeavyBallFlow(c.lr, momentum)}
+    makers = {
+        "gf": lambda: GradientFlow(),
+        "igr": lambda: ModifiedFlow(c.lr),
+        "heavy_ball": lambda: HeavyBallFlow(c.lr, momentum),
+    }
     for name in dynamics:
         if name == "sme":
-            ens = integrate_sde(SGDModifiedEquation(c.lr, c.batch_size), s.problem, ts, s.observer,
-                                dt=c.lr / 2, paths=paths, key=s.keys.sde)
+            ens = integrate_sde(
+                SGDModifiedEquation(c.lr, c.batch_size),
+                s.problem,
+                ts,
+                s.observer,
+                dt=c.lr / 2,
+                paths=paths,
+                key=s.keys.sde,
+            )
             curves[name] = Curve(LABELS[name], ts, ens.obs, ensemble=True)
             continue
-        sol = integrate(makers[name](), s.problem, ts, s.observer, solver=c.solver, rtol=c.rtol, atol=c.atol,
-                        max_steps=c.max_steps, event=(s.events or None) if name != "heavy_ball" else None)
+        sol = integrate(
+            makers[name](),
+            s.problem,
+            ts,
+            s.observer,
+            solver=c.solver,
+            rtol=c.rtol,
+            atol=c.atol,
+            max_steps=c.max_steps,
+            event=(s.events or None) if name != "heavy_ball" else None,
+        )
         marks = tuple((h.time, h.label or k) for k, h in sol.events.items() if h.fired)
         curves[name] = Curve(LABELS[name], ts, sol.obs, marks=marks)
     gd = gradient_descent(s.problem, c.lr, steps, s.observer, momentum=momentum)
     curves["gd"] = Curve(LABELS["gd"], ts, gd.obs)
-    sg = sgd(s.problem, c.lr, steps, s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds, momentum=momentum,
-             sampling=sampling, key=s.keys.sgd)
+    sg = sgd(
+        s.problem,
+        c.lr,
+        steps,
+        s.observer,
+        batch_size=c.batch_size,
+        seeds=c.sgd_seeds,
+        momentum=momentum,
+        sampling=sampling,
+        key=s.keys.sgd,
+    )
     curves["sgd"] = Curve(f"{LABELS['sgd']} ({sampling})", ts, sg.obs, ensemble=True)
     return curves
 
@@ -88,12 +129,22 @@ def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, fl
     ref = curves["sgd"]
     x = np.asarray(ref.obs[key], float)[:, 1:]
     se = np.nanstd(x, 0, ddof=1) / np.sqrt(x.shape[0])
-    return {name: float(np.nanmax(np.abs(cur.mean(key)[1:] - np.nanmean(x, 0)) / np.maximum(se, 1e-300)))
-            for name, cur in curves.items() if name != "sgd"}
+    return {
+        name: float(np.nanmax(np.abs(cur.mean(key)[1:] - np.nanmean(x, 0)) / np.maximum(se, 1e-300)))
+        for name, cur in curves.items()
+        if name != "sgd"
+    }
 
 
-def compare_lrs(config: Config, lrs: Sequence[float], dynamics: Sequence[str] = ("gf", "igr", "sme"), *,
-                horizon: float | None = None, key: str = "loss", **kwargs) -> list[dict]:
+def compare_lrs(
+    config: Config,
+    lrs: Sequence[float],
+    dynamics: Sequence[str] = ("gf", "igr", "sme"),
+    *,
+    horizon: float | None = None,
+    key: str = "loss",
+    **kwargs,
+) -> list[dict]:
     """`distance_to_sgd` for each lr at a fixed flow-time horizon (default `config.t_final`):
     one row per (lr, model) with the distance in SGD standard errors."""
     horizon = config.t_final if horizon is None else horizon

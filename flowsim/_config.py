@@ -32,14 +32,13 @@ class RunConfig:
     seed: int = field(0, "the run's seed: every random stream is split from PRNGKey(seed)", low=0, high=2**31 - 1)
     lr: float = field(0.01, "GD/SGD step size; the flow runs to T = lr * steps", low=0.0, low_open=True, high=1e4)
     steps: int = field(30000, "GD/SGD steps", low=1, high=10**8, shape=True)
-    batch_size: int = field(12, "SGD minibatch size (at most the training-set size)", low=1, high=10**6,
-                            shape=True)
+    batch_size: int = field(12, "SGD minibatch size (at most the training-set size)", low=1, high=10**6, shape=True)
     sgd_seeds: int = field(8, "SGD runs (vmapped over seeds)", low=1, high=1024, shape=True)
     solver: str = field("tsit5", "diffrax solver of the flow", choices=SOLVERS, shape=True)
-    rtol: float = field(1e-6, "relative tolerance of the adaptive flow solve", low=0.0, high=1.0,
-                        low_open=True, high_open=True)
-    atol: float = field(1e-9, "absolute tolerance of the adaptive flow solve", low=0.0, high=1.0,
-                        low_open=True)
+    rtol: float = field(
+        1e-6, "relative tolerance of the adaptive flow solve", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    atol: float = field(1e-9, "absolute tolerance of the adaptive flow solve", low=0.0, high=1.0, low_open=True)
     max_steps: int = field(200_000, "step budget of one flow solve", low=1, high=10**7, shape=True)
     n_save_log: int = field(120, "log-spaced save points on the step grid", low=2, high=100_000, shape=True)
     n_save_lin: int = field(60, "linear save points on the step grid", low=2, high=100_000, shape=True)
@@ -85,8 +84,9 @@ class Config:
         run_names = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = sorted(set(fields) - task_names - run_names)
         if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown} for system {name!r}; known fields: "
-                              f"{sorted(task_names | run_names)}")
+            raise ConfigError(
+                f"unknown config field(s) {unknown} for system {name!r}; known fields: {sorted(task_names | run_names)}"
+            )
         task = sys_.config_type(**{k: v for k, v in fields.items() if k in task_names})
         run = RunConfig(**{k: v for k, v in fields.items() if k in run_names})
         size = sys_.train_size(task)

@@ -132,8 +132,11 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
     (params, _, bad), obs = jax.lax.scan(segment, (params0, vel0, bad0), (steps[:-1], lengths))
     obs0 = observe(steps[0], params0)
     axis = 1 if batched else 0
-    obs = jax.tree.map(lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis)
-                                                     if batched else b], axis=axis), obs0, obs)
+    obs = jax.tree.map(
+        lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis) if batched else b], axis=axis),
+        obs0,
+        obs,
+    )
     return obs, params, bad
 
 
@@ -142,7 +145,7 @@ def _bar_arg(bar: int) -> Array | None:
     return jnp.asarray(bar) if bar else None
 
 
-def _update(lr: float, momentum: float, weight_decay: float) -> _Update:
+def _update(lr: float | Array, momentum: float, weight_decay: float) -> _Update:
     opt = lambda x: None if x == 0 else jnp.asarray(x)
     return _Update(jnp.asarray(lr), opt(momentum), opt(weight_decay))
 
@@ -195,9 +198,17 @@ def _observer(observer: Observer, events: Sequence[Event]) -> Observer:
     return _WithEvents(observer, tuple(events)) if events else observer
 
 
-def gradient_descent(problem: Problem, lr: float, steps: ArrayLike, observer: Observer, *,
-                     momentum: float = 0.0, weight_decay: float = 0.0, events: Sequence[Event] = (),
-                     progress: bool = False) -> DiscreteSolution:
+def gradient_descent(
+    problem: Problem,
+    lr: float,
+    steps: ArrayLike,
+    observer: Observer,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    events: Sequence[Event] = (),
+    progress: bool = False,
+) -> DiscreteSolution:
     """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
 
     **Arguments:** `lr` step size; `steps` increasing integer step indices starting at 0 (the last
@@ -207,14 +218,33 @@ def gradient_descent(problem: Problem, lr: float, steps: ArrayLike, observer: Ob
     """
     steps = _check_steps(steps)
     with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
-        out = _run(problem, _observer(observer, events), _update(lr, momentum, weight_decay), jnp.asarray(steps),
-                   None, 0, _bar_arg(bar))
+        out = _run(
+            problem,
+            _observer(observer, events),
+            _update(lr, momentum, weight_decay),
+            jnp.asarray(steps),
+            None,
+            0,
+            _bar_arg(bar),
+        )
     return _finish(steps, lr, out, events)
 
 
-def sgd(problem: Problem, lr: float, steps: ArrayLike, observer: Observer, *, batch_size: int, key: Array,
-        seeds: int = 8, momentum: float = 0.0, weight_decay: float = 0.0,
-        sampling: str = "shuffle", events: Sequence[Event] = (), progress: bool = False) -> DiscreteSolution:
+def sgd(
+    problem: Problem,
+    lr: float,
+    steps: ArrayLike,
+    observer: Observer,
+    *,
+    batch_size: int,
+    key: Array,
+    seeds: int = 8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    sampling: str = "shuffle",
+    events: Sequence[Event] = (),
+    progress: bool = False,
+) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
     **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`), plus
@@ -231,6 +261,14 @@ def sgd(problem: Problem, lr: float, steps: ArrayLike, observer: Observer, *, ba
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     keys = _spread(jax.random.split(key, seeds))
     with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
-        out = _run(problem, _observer(observer, events), _update(lr, momentum, weight_decay), jnp.asarray(steps),
-                   keys, batch_size, _bar_arg(bar), sampling)
+        out = _run(
+            problem,
+            _observer(observer, events),
+            _update(lr, momentum, weight_decay),
+            jnp.asarray(steps),
+            keys,
+            batch_size,
+            _bar_arg(bar),
+            sampling,
+        )
     return _finish(steps, lr, out, events)

@@ -6,7 +6,7 @@ directly). A dynamics whose state is more than the parameters (momentum carries 
 stochastic one, subclasses `AbstractDynamics` and implements all five methods (equinox's pattern:
 abstract methods only, nothing concrete is overridden).
 
-Built in, each with its discrete counterpart in `flowsim.discrete`:
+Built in, each with its discrete counterpart in `flowsim._discrete`:
 
 | dynamics | ODE / SDE | discrete counterpart | agreement |
 | --- | --- | --- | --- |
@@ -161,7 +161,7 @@ class SGDModifiedEquation(AbstractDynamics):
     dθ = -∇(L + lr/4 ‖∇L‖²) dt + (lr Σ_B)^½ dW,  Σ_B = (1/B) Cov_i(∇ℓ_i) · (n - B)/(n - 1),
 
     where the last factor is the finite-population correction of batches drawn without replacement
-    (`flowsim.discrete.sgd`'s sampling). The noise factor is σ = (lr c / (B n))^½ (G - ḡ)ᵀ with G
+    (`flowsim.sgd`'s sampling). The noise factor is σ = (lr c / (B n))^½ (G - ḡ)ᵀ with G
     the n per-sample gradients, applied to an n-dimensional Brownian increment w as
     ∇_θ Σ_i (w_i - w̄) ℓ_i(θ): one extra backward pass, never a P×P or P×n matrix.
     """

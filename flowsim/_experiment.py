@@ -52,18 +52,19 @@ def step_grid(config: Config) -> np.ndarray:
     return save_steps(config.steps, config.n_save_log, config.n_save_lin)
 
 
-def run_flow(s: Setup, *, dynamics: AbstractDynamics | None = None, progress: bool = False,
-             **overrides: Any) -> FlowSolution:
+def run_flow(
+    s: Setup, *, dynamics: AbstractDynamics | None = None, progress: bool = False, **overrides: Any
+) -> FlowSolution:
     """Gradient flow (or `dynamics`) of the setup's problem on the config's save grid, locating the
     system's events; `overrides` are keyword arguments of `flowsim.integrate`."""
     c = s.config
     dtype = jax.tree.leaves(s.problem.params0)[0].dtype
     ts = jnp.asarray(step_grid(c) * c.lr, dtype)
-    kw: dict[str, Any] = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps,
-                              event=s.events or None)
+    kw: dict[str, Any] = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=s.events or None)
     kw.update(overrides)
-    return integrate(GradientFlow() if dynamics is None else dynamics, s.problem, ts, s.observer,
-                     progress=progress, **kw)
+    return integrate(
+        GradientFlow() if dynamics is None else dynamics, s.problem, ts, s.observer, progress=progress, **kw
+    )
 
 
 def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
@@ -75,8 +76,17 @@ def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
 def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
     """Minibatch SGD (the config's batch size and seed count; minibatch key `s.keys.sgd`)."""
     c = s.config
-    return sgd(s.problem, c.lr, step_grid(c), s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds,
-               key=s.keys.sgd, events=s.events, progress=progress)
+    return sgd(
+        s.problem,
+        c.lr,
+        step_grid(c),
+        s.observer,
+        batch_size=c.batch_size,
+        seeds=c.sgd_seeds,
+        key=s.keys.sgd,
+        events=s.events,
+        progress=progress,
+    )
 
 
 @final
@@ -98,8 +108,9 @@ class ExperimentResult:
         return RunRecord(self.setup.config, self.flow, self.gd, self.sgd)
 
 
-def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | None = None,
-                   pieces: Collection[str] = PIECES) -> ExperimentResult:
+def run_experiment(
+    config: Config, *, progress: bool = False, setup_: Setup | None = None, pieces: Collection[str] = PIECES
+) -> ExperimentResult:
     """Run the flow, GD and SGD (those in `pieces`) for `config`; nothing is written to disk.
 
     The runs are independent programs dispatched from two threads (XLA releases the GIL): the flow
@@ -124,6 +135,7 @@ def run_experiment(config: Config, *, progress: bool = False, setup_: Setup | No
             else:
                 held[name] = float(system.held_out(s, out.params, key))
             return out
+
         return run
 
     fns = {"flow": run_flow, "gd": run_gd, "sgd": run_sgd}
@@ -140,20 +152,31 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
     flow, gd, sg = result.flow, result.gd, result.sgd
     out: dict[str, Any] = {"system": system.name}
     if flow is not None:
-        out["events"] = {name: {"time": hit.time if hit.fired else None, "label": hit.label,
-                                "obs": {k: v for k, v in (hit.obs or {}).items() if np.ndim(v) == 0}}
-                         for name, hit in flow.events.items()}
+        out["events"] = {
+            name: {
+                "time": hit.time if hit.fired else None,
+                "label": hit.label,
+                "obs": {k: v for k, v in (hit.obs or {}).items() if np.ndim(v) == 0},
+            }
+            for name, hit in flow.events.items()
+        }
     out.update(system.summary_extras(record) if flow is not None else {})
     out["verdicts"] = [v.to_dict() for v in system.verdicts(record)] if flow is not None else []
     if flow is not None:
         out["flow"] = {"result": flow.result, "t_reached": flow.t_reached, "num_steps": flow.num_steps}
     if gd is not None:
-        out["gd"] = {"diverged_step": int(gd.diverged_step),
-                     "events": {k: {"time": float(t), "step": int(i)} for k, (t, i) in gd.crossings.items()}}
+        out["gd"] = {
+            "diverged_step": int(gd.diverged_step),
+            "events": {k: {"time": float(t), "step": int(i)} for k, (t, i) in gd.crossings.items()},
+        }
     if sg is not None:
-        out["sgd"] = {"diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)],
-                      "events": {k: {"time": np.asarray(t).tolist(), "step": np.asarray(i).tolist()}
-                                 for k, (t, i) in sg.crossings.items()}}
+        out["sgd"] = {
+            "diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)],
+            "events": {
+                k: {"time": np.asarray(t).tolist(), "step": np.asarray(i).tolist()}
+                for k, (t, i) in sg.crossings.items()
+            },
+        }
     out["held_out"] = result.held_out
     out["timings_s"] = result.timings
     return out
@@ -164,8 +187,9 @@ def save_experiment(result: ExperimentResult, out: str | pathlib.Path) -> dict[s
     out = pathlib.Path(out)
     s = result.setup
     system = get_system(s.config.system)
-    write_json(out / "config.json", {"config": s.config.to_dict(), "seed": s.config.seed,
-                                     "versions": package_versions()})
+    write_json(
+        out / "config.json", {"config": s.config.to_dict(), "seed": s.config.seed, "versions": package_versions()}
+    )
     write_npz(out / "initial_state.npz", system.initial_arrays(s))
     if result.flow is not None:
         write_npz(out / "flow.npz", {"t": result.flow.ts, **result.flow.obs})

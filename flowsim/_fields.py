@@ -28,9 +28,17 @@ def require(cond: bool, name: str, allowed: str, value: Any) -> None:
         raise ConfigError(f"invalid {name}={value!r}: {name} must be {allowed}")
 
 
-def field(default: Any, help: str, *, low: int | float | None = None, high: int | float | None = None,
-          low_open: bool = False, high_open: bool = False, choices: Sequence[str] | None = None,
-          shape: bool = False) -> Any:
+def field(
+    default: Any,
+    help: str,
+    *,
+    low: int | float | None = None,
+    high: int | float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: Sequence[str] | None = None,
+    shape: bool = False,
+) -> Any:
     """A dataclass field with metadata for validation and the CLI.
 
     **Arguments:** `default`: the default value (its type is the field's type: bool, int, float or
@@ -40,8 +48,15 @@ def field(default: Any, help: str, *, low: int | float | None = None, high: int 
 
     **Returns:** a `dataclasses.field`.
     """
-    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "choices": tuple(choices) if choices is not None else None, "shape": shape}
+    meta = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "choices": tuple(choices) if choices is not None else None,
+        "shape": shape,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -24,7 +24,7 @@ from ._dynamics import AbstractDynamics
 from ._events import Event
 from ._problem import Problem
 from ._solution import EventHit, FlowError, FlowSolution, result_index, result_name
-from ._validate import check_dynamics, check_save_times, check_tolerances
+from ._validate import check_dynamics, check_precision, check_save_times, check_tolerances
 
 Observer = Callable[[Array, PyTree, Problem], PyTree]
 EventCondition = Callable[[Array, PyTree, Problem], Array]
@@ -59,6 +59,7 @@ def _summed(fn: Callable) -> Callable:
     def g(y, args):
         f, aux = fn(y, args)
         return sum(jax.tree.leaves(f)), aux
+
     return g
 
 
@@ -104,16 +105,18 @@ def _as_events(event: Event | EventCondition | Sequence[Event] | None) -> tuple[
 
 
 @eqx.filter_jit
-def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps,
-           progress):
+def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, progress):
     """One diffeqsolve from (t0, y0) to t1, saving `observer` at `ts` and the state at its end.
 
     Event i is armed only where `active[i]` is true, so the same compiled solve serves every piece.
     Returns (observables, end time, end state, result index, steps, which events fired).
     """
-    saveat = diffrax.SaveAt(subs=[
-        diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
-        diffrax.SubSaveAt(t1=True)])
+    saveat = diffrax.SaveAt(
+        subs=[
+            diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
+            diffrax.SubSaveAt(t1=True),
+        ]
+    )
     ev = None
     if events:
         dtype = ts.dtype
@@ -125,20 +128,34 @@ def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, 
                 # Cast to JAX's default float: diffrax compares it with a Python 0.0 inside a cond
                 # (float64 under x64 even when the solve runs in float32).
                 return jnp.where(active[i], value, -1.0 if e.direction != "down" else 1.0).astype(
-                    jnp.asarray(0.0).dtype)
+                    jnp.asarray(0.0).dtype
+                )
+
             return cond
 
         # Bisection on the step's dense interpolant: robust where the condition has kinks (a min
         # over samples switches sample), where Newton can stall.
         tol = 1e-12 if ts.dtype == jnp.float64 else 1e-5
-        ev = diffrax.Event([make_cond(i, e) for i, e in enumerate(events)],
-                           root_finder=_SummedBisection(rtol=tol, atol=tol),
-                           direction=[e.diffrax_direction for e in events])
+        ev = diffrax.Event(
+            [make_cond(i, e) for i, e in enumerate(events)],
+            root_finder=_SummedBisection(rtol=tol, atol=tol),
+            direction=[e.diffrax_direction for e in events],
+        )
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(dynamics.vector_field), solver, t0, t1, dt0, y0, args=problem, saveat=saveat,
-        stepsize_controller=_controller(solver, rtol, atol, dt0), max_steps=max_steps, throw=False,
-        event=ev, progress_meter=diffrax.TqdmProgressMeter(refresh_steps=50) if progress
-        else diffrax.NoProgressMeter())
+        diffrax.ODETerm(dynamics.vector_field),
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args=problem,
+        saveat=saveat,
+        stepsize_controller=_controller(solver, rtol, atol, dt0),
+        max_steps=max_steps,
+        throw=False,
+        event=ev,
+        progress_meter=diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter(),
+    )
     ys, sol_ts = sol.ys, sol.ts
     assert ys is not None and sol_ts is not None  # saveat records both sub-saves
     y_end = jax.tree.map(lambda x: x[-1], ys[1])
@@ -185,14 +202,30 @@ def integrate(
     if isinstance(solver, diffrax.Euler | diffrax.Heun) and dt0 is None:
         raise ValueError(f"{type(solver).__name__} has no error estimate here: pass dt0 for fixed steps")
     check_tolerances(rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps)
+    check_precision(ts.dtype, rtol)
     rtol_, atol_ = jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype)
     events = _as_events(event)
     y0 = dynamics.initial_state(problem.params0)
     check_dynamics(dynamics, problem, observer, y0, ts[0], events)
 
     def piece(t0, y, save_ts, active):
-        return _piece(dynamics, problem, observer, events, solver, t0, ts[-1], y, save_ts,
-                      jnp.asarray(active, bool), rtol_, atol_, dt0, max_steps, progress)
+        return _piece(
+            dynamics,
+            problem,
+            observer,
+            events,
+            solver,
+            t0,
+            ts[-1],
+            y,
+            save_ts,
+            jnp.asarray(active, bool),
+            rtol_,
+            atol_,
+            dt0,
+            max_steps,
+            progress,
+        )
 
     active = np.ones(len(events), bool)
     obs, t_end, y_end, code, num_steps, fired = piece(ts[0], y0, ts, active)
@@ -207,13 +240,12 @@ def integrate(
         # Continue from the event state; save times before the event are clipped to it (so the
         # first save of this piece is the observer at the event) and then taken from earlier pieces.
         obs2, t_end, y_end, code, steps2, fired = piece(t_end, y_end, jnp.maximum(ts, t_end), active)
-        hits[events[i].name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), obs2), p_ev,
-                                        events[i].label)
+        hits[events[i].name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), obs2), p_ev, events[i].label)
         later = ts > t_ev
         obs = jax.tree.map(lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), obs, obs2)
         num_steps = num_steps + steps2
-    for e in events:
-        hits.setdefault(e.name, EventHit(float("nan"), None, None, e.label))
+    # In declaration order (not firing order): `FlowSolution.event_time` reads the first declared event.
+    hits = {e.name: hits.get(e.name, EventHit(float("nan"), None, None, e.label)) for e in events}
     return FlowSolution(
         ts=np.asarray(ts),
         obs=jax.tree.map(np.asarray, obs),

@@ -17,12 +17,17 @@ def _diverged(piece: str):
     def get(r: RunRecord) -> bool:
         sol = getattr(r, piece)
         return bool(sol.diverged)
+
     return get
 
 
 GENERIC: tuple[Measure, ...] = (
-    Measure("flow_steps", frozenset({"flow"}), lambda r: r.flow.num_steps if r.flow else None,
-            "adaptive steps of the flow solve"),
+    Measure(
+        "flow_steps",
+        frozenset({"flow"}),
+        lambda r: r.flow.num_steps if r.flow else None,
+        "adaptive steps of the flow solve",
+    ),
     Measure("gd_diverged", frozenset({"gd"}), _diverged("gd"), "GD reached a non-finite loss"),
     Measure("sgd_diverged", frozenset({"sgd"}), _diverged("sgd"), "some SGD seed reached a non-finite loss"),
 )
@@ -34,6 +39,7 @@ def _status(system: AbstractSystem, name: str):
         if v is None or v.status == "INFO":
             return None
         return v.status == "PASS"
+
     return get
 
 
@@ -43,8 +49,10 @@ def measures_of(system: AbstractSystem) -> dict[str, Measure]:
     Raises `ValueError` if two measures share a name or a measure needs an unknown piece.
     """
     out: dict[str, Measure] = {}
-    verdicts = [Measure(name, frozenset(needs), _status(system, name), f"verdict {name} (true = PASS)")
-                for name, needs in system.verdict_needs.items()]
+    verdicts = [
+        Measure(name, frozenset(needs), _status(system, name), f"verdict {name} (true = PASS)")
+        for name, needs in system.verdict_needs.items()
+    ]
     for m in (*GENERIC, *system.measures(), *verdicts):
         if m.name in out:
             raise ValueError(f"system {system.name!r}: measure name {m.name!r} is defined twice")

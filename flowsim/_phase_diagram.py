@@ -36,8 +36,15 @@ def load_sweep(folder: str | os.PathLike, *, as_frame: bool = False) -> Any:
     rows = []
     for f in sorted((folder / "points").glob("*.json")):
         rec = json.loads(f.read_text())
-        rows.append({**rec["axes"], "seed": rec["seed"], "status": rec["status"], "reason": rec.get("reason"),
-                     **{m: rec["measures"].get(m) for m in spec["measures"]}})
+        rows.append(
+            {
+                **rec["axes"],
+                "seed": rec["seed"],
+                "status": rec["status"],
+                "reason": rec.get("reason"),
+                **{m: rec["measures"].get(m) for m in spec["measures"]},
+            }
+        )
     order = {tuple(v): i for i, v in enumerate(itertools.product(*spec["axes"].values(), spec["seeds"]))}
     rows.sort(key=lambda r: order.get(tuple(r[a] for a in [*spec["axes"], "seed"]), len(order)))
     if as_frame:
@@ -112,8 +119,9 @@ def _norm(mean: np.ndarray, boolean: bool):
     return None
 
 
-def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str,
-                       out: str | os.PathLike | None = None) -> pathlib.Path:
+def plot_phase_diagram(
+    folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str, out: str | os.PathLike | None = None
+) -> pathlib.Path:
     """Draw `measure` over axes `x` (and `y`) of a sweep; returns the PNG path (default
     `<folder>/<measure>_<x>[_<y>].png`). Unknown axes or measures raise `ConfigError`."""
     import matplotlib
@@ -156,15 +164,28 @@ def plot_phase_diagram(folder: str | os.PathLike, x: str, y: str | None = None, 
                     ax.scatter(jj, ii, marker="x", color="red", s=60, label="a seed failed")
                     ax.legend(loc="upper right", fontsize=8)
                 if boolean and np.nanmin(mean) < 0.5 < np.nanmax(mean) and min(mean.shape) > 1:
-                    ax.contour(np.arange(len(xs)), np.arange(len(ys)), np.nan_to_num(mean, nan=0.0), [0.5],
-                               colors="white", linewidths=2)
+                    ax.contour(
+                        np.arange(len(xs)),
+                        np.arange(len(ys)),
+                        np.nan_to_num(mean, nan=0.0),
+                        [0.5],
+                        colors="white",
+                        linewidths=2,
+                    )
             else:
                 t = np.arange(len(xs))
                 ax.plot(t, mean[0], "o-", label="mean over seeds")
                 ax.fill_between(t, lo[0], hi[0], alpha=0.3, label="min-max over seeds")
                 if failed[0].any():
-                    ax.scatter(t[failed[0]], np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)), marker="x",
-                               color="red", s=60, zorder=3, label="a seed failed")
+                    ax.scatter(
+                        t[failed[0]],
+                        np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)),
+                        marker="x",
+                        color="red",
+                        s=60,
+                        zorder=3,
+                        label="a seed failed",
+                    )
                 ax.set_ylabel(label)
                 if isinstance(_norm(mean, boolean), LogNorm):
                     ax.set_yscale("log")

@@ -35,8 +35,7 @@ DPI = 120
 _METHODS = (("flow", "C0", "-", 3.0), ("gd", "C1", "--", 2.5), ("sgd", "C2", "-", 2.0))
 
 
-def plot_series(ax: Axes, data: Mapping[str, np.ndarray], key: str, *, log_y: bool = False,
-          **style: Any) -> bool:
+def plot_series(ax: Axes, data: Mapping[str, np.ndarray], key: str, *, log_y: bool = False, **style: Any) -> bool:
     """Plot observable `key` of one method against time, masking t <= 0 and non-finite values (and
     y <= 0 on a log y axis). A (seeds, S) array becomes its mean line with a min-max band over seeds.
     Returns False (drawing nothing) when the key, the times or every valid point is missing."""
@@ -66,9 +65,18 @@ def plot_series(ax: Axes, data: Mapping[str, np.ndarray], key: str, *, log_y: bo
     return True
 
 
-def time_axis(ax: Axes, marks: Sequence[tuple[float, str]], *, ylabel: str, title: str | None = None,
-               log_y: bool = False, legend: Sequence[Line2D] = (), legend_loc: LegendLocType = "best",
-               show_legend: bool = True, log_x: bool = True) -> None:
+def time_axis(
+    ax: Axes,
+    marks: Sequence[tuple[float, str]],
+    *,
+    ylabel: str,
+    title: str | None = None,
+    log_y: bool = False,
+    legend: Sequence[Line2D] = (),
+    legend_loc: LegendLocType = "best",
+    show_legend: bool = True,
+    log_x: bool = True,
+) -> None:
     """Finish a panel: log (or linear) time axis, optional log y, a dotted vertical line at each
     event (time, label) in `marks`, labels, grid and legend (the labelled curves plus the extra
     `legend` entries)."""
@@ -98,24 +106,29 @@ def flow_gd(ax: Axes, run: RunData, keys: Mapping[str, str], *, log_y: bool = Fa
     gd_drawn = False
     for i, (key, label) in enumerate(keys.items()):
         flow = plot_series(ax, run.flow, key, log_y=log_y, color=f"C{i}", lw=1.8, label=label)
-        gd_drawn |= plot_series(ax, run.gd, key, log_y=log_y, color=f"C{i}", lw=1.4, ls="--",
-                          label=None if flow else label)
+        gd_drawn |= plot_series(
+            ax, run.gd, key, log_y=log_y, color=f"C{i}", lw=1.4, ls="--", label=None if flow else label
+        )
     if not gd_drawn:
         return []
-    return [Line2D([], [], color="k", ls="-", label="gradient flow"),
-            Line2D([], [], color="k", ls="--", label="GD")]
+    return [Line2D([], [], color="k", ls="-", label="gradient flow"), Line2D([], [], color="k", ls="--", label="GD")]
 
 
 @contextlib.contextmanager
-def figure(path: str | os.PathLike, run: RunData, title: str, nrows: int = 1, ncols: int = 1,
-            figsize: tuple[float, float] = (7.0, 4.5)) -> Iterator[np.ndarray]:
+def figure(
+    path: str | os.PathLike,
+    run: RunData,
+    title: str,
+    nrows: int = 1,
+    ncols: int = 1,
+    figsize: tuple[float, float] = (7.0, 4.5),
+) -> Iterator[np.ndarray]:
     """Yield a flat array of axes; on exit save the figure to `path` (with a title naming the run)
     and always close it. Fixed margins (in inches) instead of a layout engine, which doubles the
     drawing time."""
     w, h = figsize
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
-    fig.subplots_adjust(left=1.0 / w, right=1 - 0.25 / w, bottom=0.55 / h, top=1 - 0.6 / h,
-                        wspace=0.35, hspace=0.45)
+    fig.subplots_adjust(left=1.0 / w, right=1 - 0.25 / w, bottom=0.55 / h, top=1 - 0.6 / h, wspace=0.35, hspace=0.45)
     try:
         yield axes.ravel()
         fig.suptitle(f"{title} - {run.path.name}")
@@ -125,8 +138,9 @@ def figure(path: str | os.PathLike, run: RunData, title: str, nrows: int = 1, nc
         plt.close(fig)
 
 
-def plot_comparison(run: RunData, panels: Mapping[str, str], path: str | os.PathLike,
-                    log_y: Sequence[str] = ("loss",), ncols: int = 4) -> pathlib.Path:
+def plot_comparison(
+    run: RunData, panels: Mapping[str, str], path: str | os.PathLike, log_y: Sequence[str] = ("loss",), ncols: int = 4
+) -> pathlib.Path:
     """Draw gradient flow (solid) vs GD (dashed) vs SGD (mean over seeds with a min-max band), one
     panel per observable in `panels` (key -> title), on log time axes with the run's events marked.
 
@@ -143,24 +157,36 @@ def plot_comparison(run: RunData, panels: Mapping[str, str], path: str | os.Path
     nseeds = next((v.shape[0] for k, v in run.sgd.items() if k != "t" and v.ndim >= 2), 0)
     labels = {"flow": "gradient flow", "gd": "GD", "sgd": f"SGD (mean, min-max over {nseeds} seeds)"}
     nrows = -(-len(panels) // ncols)
-    with figure(path, run, "Gradient flow vs GD vs SGD", nrows, ncols,
-                figsize=(4.25 * ncols, 3.75 * nrows)) as axes:
+    with figure(path, run, "Gradient flow vs GD vs SGD", nrows, ncols, figsize=(4.25 * ncols, 3.75 * nrows)) as axes:
         for i, (ax, (key, title)) in enumerate(zip(axes, panels.items(), strict=False)):
             for name, color, ls, z in _METHODS:
-                plot_series(ax, getattr(run, name), key, log_y=key in log_y, color=color, ls=ls, lw=1.5, zorder=z,
-                            label=labels[name] if i == 0 else None)
+                plot_series(
+                    ax,
+                    getattr(run, name),
+                    key,
+                    log_y=key in log_y,
+                    color=color,
+                    ls=ls,
+                    lw=1.5,
+                    zorder=z,
+                    label=labels[name] if i == 0 else None,
+                )
             time_axis(ax, run.event_marks(), ylabel=key, title=title, log_y=key in log_y, show_legend=i == 0)
-        for ax in axes[len(panels):]:
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
     return pathlib.Path(path)
 
 
-def plot_overlay(curves: Mapping[str, Any], keys: Sequence[str], path: str | os.PathLike,
-                 title: str = "continuous models vs discrete training") -> pathlib.Path:
+def plot_overlay(
+    curves: Mapping[str, Any],
+    keys: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "continuous models vs discrete training",
+) -> pathlib.Path:
     """Overlay any set of runs on the same observables, on linear time (top row) and log time
     (bottom row), with the end of Phase 1 marked where a curve knows it.
 
-    **Arguments:** `curves`: name -> `flowsim.compare.Curve` (`label`, `t`, `obs`, `ensemble`, `t1`);
+    **Arguments:** `curves`: name -> `flowsim.Curve` (`label`, `t`, `obs`, `ensemble`, `marks`);
     ensembles are drawn as mean with a min-max band; `keys`: observables, one column each (log y for
     keys starting with "loss"); `path`: output PNG.
     **Returns:** the path written.
@@ -168,8 +194,7 @@ def plot_overlay(curves: Mapping[str, Any], keys: Sequence[str], path: str | os.
     marks = next((list(c.marks) for c in curves.values() if getattr(c, "marks", None)), [])
     w, h = 3.6 * len(keys) + 0.8, 6.4
     fig, axes = plt.subplots(2, len(keys), figsize=(w, h), squeeze=False)
-    fig.subplots_adjust(left=0.8 / w, right=1 - 0.25 / w, bottom=0.55 / h, top=1 - 0.6 / h,
-                        wspace=0.35, hspace=0.45)
+    fig.subplots_adjust(left=0.8 / w, right=1 - 0.25 / w, bottom=0.55 / h, top=1 - 0.6 / h, wspace=0.35, hspace=0.45)
     try:
         for row, log_x in enumerate((False, True)):
             for col, key in enumerate(keys):
@@ -177,8 +202,15 @@ def plot_overlay(curves: Mapping[str, Any], keys: Sequence[str], path: str | os.
                 for i, (name, c) in enumerate(curves.items()):
                     style = dict(color=f"C{i}", lw=1.6, ls="--" if name == "gd" else "-", label=c.label)
                     plot_series(ax, {"t": c.t, key: c.obs[key]} if key in c.obs else {}, key, log_y=log_y, **style)
-                time_axis(ax, marks, ylabel=key, title=f"{key} ({'log' if log_x else 'linear'} time)",
-                           log_y=log_y, log_x=log_x, show_legend=(row, col) == (0, 0))
+                time_axis(
+                    ax,
+                    marks,
+                    ylabel=key,
+                    title=f"{key} ({'log' if log_x else 'linear'} time)",
+                    log_y=log_y,
+                    log_x=log_x,
+                    show_legend=(row, col) == (0, 0),
+                )
         fig.suptitle(title)
         pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI)
@@ -187,12 +219,13 @@ def plot_overlay(curves: Mapping[str, Any], keys: Sequence[str], path: str | os.
     return pathlib.Path(path)
 
 
-def plot_distance_vs_lr(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
-                        key: str = "distance_loss_in_sgd_se") -> pathlib.Path:
+def plot_distance_vs_lr(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, key: str = "distance_loss_in_sgd_se"
+) -> pathlib.Path:
     """Distance of each continuous model from SGD (in SGD standard errors) against lr, log-log, with
     the 3-standard-error line below which a model is indistinguishable from the SGD ensemble.
 
-    **Arguments:** `rows` as returned by `flowsim.compare.compare_lrs`; `path`: output PNG.
+    **Arguments:** `rows` as returned by `flowsim.compare_lrs`; `path`: output PNG.
     """
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     try:

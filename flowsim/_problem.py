@@ -99,6 +99,8 @@ def make_problem(
     except Exception as e:
         raise TypeError(f"evaluating loss_fn(model(x_i), y_i) over the dataset failed: {e}") from e
     if out.shape != (n,):
-        raise TypeError(f"loss_fn(model(x_i), y_i) must return a scalar per sample (per-sample losses of shape "
-                        f"({n},)), got shape {out.shape[1:]} per sample")
+        raise TypeError(
+            f"loss_fn(model(x_i), y_i) must return a scalar per sample (per-sample losses of shape "
+            f"({n},)), got shape {out.shape[1:]} per sample"
+        )
     return problem

@@ -40,8 +40,7 @@ def progress_bar(total: int, desc: str, enabled: bool = True) -> Iterator[int]:
         return
     with _LOCK:
         bar_id = next(_IDS)
-        _BARS[bar_id] = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True,
-                             position=len(_BARS))
+        _BARS[bar_id] = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True, position=len(_BARS))
     try:
         yield bar_id
     finally:

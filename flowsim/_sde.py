@@ -45,11 +45,15 @@ def _sde_paths(dynamics, problem, observer, ts, dt, keys, max_steps):
     def one(key):
         bm = diffrax.VirtualBrownianTree(ts[0], ts[-1], tol=dt / 2, shape=noise, key=key)
         terms = diffrax.MultiTerm(diffrax.ODETerm(dynamics.vector_field), diffrax.ControlTerm(dynamics.diffusion, bm))
-        saveat = diffrax.SaveAt(subs=[
-            diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
-            diffrax.SubSaveAt(t1=True, fn=lambda t, y, args: dynamics.params(y))])
-        sol = diffrax.diffeqsolve(terms, diffrax.Euler(), ts[0], ts[-1], dt, y0, args=problem, saveat=saveat,
-                                  max_steps=max_steps, throw=False)
+        saveat = diffrax.SaveAt(
+            subs=[
+                diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
+                diffrax.SubSaveAt(t1=True, fn=lambda t, y, args: dynamics.params(y)),
+            ]
+        )
+        sol = diffrax.diffeqsolve(
+            terms, diffrax.Euler(), ts[0], ts[-1], dt, y0, args=problem, saveat=saveat, max_steps=max_steps, throw=False
+        )
         ys = sol.ys
         assert ys is not None  # saveat records both sub-saves
         return ys[0], jax.tree.map(lambda x: x[-1], ys[1]), result_index(sol.result)
@@ -88,5 +92,6 @@ def integrate_sde(
     keys = jax.random.split(key, paths)
     max_steps = int(np.ceil(float(ts[-1] - ts[0]) / dt)) + 16
     obs, params, codes = _sde_paths(dynamics, problem, observer, ts, jnp.asarray(dt, ts.dtype), keys, max_steps)
-    return EnsembleSolution(np.asarray(ts), jax.tree.map(np.asarray, obs), params,
-                            [result_name(c) for c in np.asarray(codes)])
+    return EnsembleSolution(
+        np.asarray(ts), jax.tree.map(np.asarray, obs), params, [result_name(c) for c in np.asarray(codes)]
+    )

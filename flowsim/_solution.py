@@ -11,8 +11,18 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 # diffrax's result names, looked up through its public enumeration (index 0 = successful).
-RESULT_NAMES = ("successful", "max_steps_reached", "event_occurred", "dt_min_reached", "singular", "breakdown",
-                "nonlinear_divergence", "nonlinear_max_steps_reached", "max_steps_rejected", "internal_error")
+RESULT_NAMES = (
+    "successful",
+    "max_steps_reached",
+    "event_occurred",
+    "dt_min_reached",
+    "singular",
+    "breakdown",
+    "nonlinear_divergence",
+    "nonlinear_max_steps_reached",
+    "max_steps_rejected",
+    "internal_error",
+)
 
 
 def result_index(result: Any) -> Array:

@@ -97,11 +97,10 @@ def run_point(config: Config, measures: Sequence[str]) -> dict[str, Any]:
                 reason = reason or f"measure {name}: {type(e).__name__}: {e}"
     except Exception as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    record.update(status="failed" if reason else "ok", reason=reason,
-                  wall_s=time.perf_counter() - t0, compile_s=compile_s)
+    record.update(
+        status="failed" if reason else "ok", reason=reason, wall_s=time.perf_counter() - t0, compile_s=compile_s
+    )
     return record
-
-
 
 
 @functools.cache
@@ -123,19 +122,37 @@ def _worker_init(xla_flags: str | None, jax_options: dict[str, Any]) -> None:
     is None: a remote worker keeps its own), float64, the parent's compilation-cache settings."""
     if xla_flags is not None:
         os.environ["XLA_FLAGS"] = xla_flags
+    _exit_with_parent()
     import jax
 
     for k, v in jax_options.items():
         jax.config.update(k, v)
 
 
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """End this worker when the process that started it dies (even by SIGKILL, which gives the pool
+    no chance to stop its workers): a daemon thread watches the parent's pid."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="flowsim-exit-with-parent", daemon=True).start()
+
+
 def _jax_options() -> dict[str, Any]:
     import jax
 
-    return {"jax_enable_x64": True,
-            "jax_compilation_cache_dir": jax.config.values["jax_compilation_cache_dir"],
-            "jax_persistent_cache_min_compile_time_secs":
-                jax.config.values["jax_persistent_cache_min_compile_time_secs"]}
+    return {
+        "jax_enable_x64": True,
+        "jax_compilation_cache_dir": jax.config.values["jax_compilation_cache_dir"],
+        "jax_persistent_cache_min_compile_time_secs": jax.config.values["jax_persistent_cache_min_compile_time_secs"],
+    }
 
 
 _WORKER_FLAGS = "--xla_force_host_platform_device_count=1"
@@ -168,14 +185,18 @@ def resolve_out(out: str | os.PathLike, spec: SweepSpec, new: bool = False) -> p
         f = p / "spec.json"
         if not f.is_file():
             return None if not p.exists() or not any(p.iterdir()) else False
-        return json.loads(f.read_text())["spec"] == want
+        stored = dict(json.loads(f.read_text())["spec"])
+        stored.setdefault("system", want["system"])  # folders written before specs named their system
+        return stored == want
 
     ok = matches(out)
     if ok is None or ok:
         return out
     if not new:
-        raise SpecMismatchError(f"results folder {str(out)!r} holds a different sweep (or other files); "
-                                "pass --new for a fresh folder next to it, or another --out")
+        raise SpecMismatchError(
+            f"results folder {str(out)!r} holds a different sweep (or other files); "
+            "pass --new for a fresh folder next to it, or another --out"
+        )
     for i in itertools.count(2):
         cand = out.with_name(f"{out.name}-{i}")
         if matches(cand) is not False:
@@ -197,8 +218,16 @@ class SweepReport:
     wall_s: float
 
 
-def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = None, new: bool = False,
-              use_dask: bool = False, scheduler: str | None = None, progress: bool = True) -> SweepReport:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    new: bool = False,
+    use_dask: bool = False,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> SweepReport:
     """Run every point of `spec` that has no result file in `out` yet and write each as it ends.
 
     `workers`: worker processes; 1 runs the points in this process. The default is one per core but
@@ -228,12 +257,23 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(configs), initial=skipped, desc=f"sweep {spec.name or folder.name}", unit="pt",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(configs),
+        initial=skipped,
+        desc=f"sweep {spec.name or folder.name}",
+        unit="pt",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def record(key: str, config: Config, rec: dict[str, Any]) -> None:
-        rec = {"key": key, "axes": {a: getattr(config, a) for a in axis_names}, "seed": config.seed,
-               "config": config.to_dict(), **rec}
+        rec = {
+            "key": key,
+            "axes": {a: getattr(config, a) for a in axis_names},
+            "seed": config.seed,
+            "config": config.to_dict(),
+            **rec,
+        }
         write_json(points_dir / f"{key}.json", rec)
         counts["done"] += 1
         counts["failed"] += rec["status"] != "ok"
@@ -275,8 +315,12 @@ def _collect(futures: dict[concurrent.futures.Future, tuple[str, Config]], recor
 def _run_pool(todo, measures, workers, record) -> None:
     ctx = multiprocessing.get_context("spawn")
     lanes = _lanes(todo, workers)
-    pools = [concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,
-                                                    initargs=(_WORKER_FLAGS, _jax_options())) for _ in lanes]
+    pools = [
+        concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=_worker_init, initargs=(_WORKER_FLAGS, _jax_options())
+        )
+        for _ in lanes
+    ]
     try:
         futures = {pool.submit(_task, c, measures): (k, c) for pool, lane in zip(pools, lanes) for k, c in lane}
         _collect(futures, record)
@@ -295,9 +339,13 @@ def _run_dask(todo, measures, workers, scheduler, record) -> None:
         client, cluster = Client(scheduler), None
     else:
         # None disables the dashboard (documented; the stub says str)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None,  # pyright: ignore[reportArgumentType]
-                               env={"XLA_FLAGS": _WORKER_FLAGS})
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,  # pyright: ignore[reportArgumentType]
+            env={"XLA_FLAGS": _WORKER_FLAGS},
+        )
         client = Client(cluster)
     try:
         client.run(_worker_init, None if scheduler else _WORKER_FLAGS, opts)

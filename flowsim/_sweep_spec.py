@@ -74,14 +74,21 @@ def _axis_values(fields: Mapping[str, dataclasses.Field], field: str, spec: Any)
         kinds = [k for k in ("log", "lin") if k in spec]
         extra = sorted(set(spec) - {"log", "lin", "num"})
         if len(kinds) != 1 or extra or "num" not in spec:
-            raise SweepSpecError(f"{where}: a range is {{log = [lo, hi], num = k}} or {{lin = [lo, hi], num = k}}, "
-                                 f"got {dict(spec)!r}")
+            raise SweepSpecError(
+                f"{where}: a range is {{log = [lo, hi], num = k}} or {{lin = [lo, hi], num = k}}, got {dict(spec)!r}"
+            )
         lohi, num = spec[kinds[0]], spec["num"]
-        if (not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= MAX_POINTS
-                or not isinstance(lohi, list)
-                or len(lohi) != 2 or not all(isinstance(v, (int, float)) for v in lohi)):
-            raise SweepSpecError(f"{where}: needs {kinds[0]} = [lo, hi] (numbers) and num = an integer in "
-                                 f"[1, {MAX_POINTS}]")
+        if (
+            not isinstance(num, int)
+            or isinstance(num, bool)
+            or not 1 <= num <= MAX_POINTS
+            or not isinstance(lohi, list)
+            or len(lohi) != 2
+            or not all(isinstance(v, (int, float)) for v in lohi)
+        ):
+            raise SweepSpecError(
+                f"{where}: needs {kinds[0]} = [lo, hi] (numbers) and num = an integer in [1, {MAX_POINTS}]"
+            )
         lo, hi = map(float, lohi)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise SweepSpecError(f"{where}: range ends must be finite, got [{lo:g}, {hi:g}]")
@@ -129,13 +136,15 @@ class SweepSpec:
             if f == "system":
                 raise SweepSpecError("base: name the system with the top-level `system` key")
         if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
-            raise SweepSpecError(f"seeds: need a positive count or a non-empty list of integers >= 0, "
-                                 f"got {list(self.seeds)!r}")
+            raise SweepSpecError(
+                f"seeds: need a positive count or a non-empty list of integers >= 0, got {list(self.seeds)!r}"
+            )
         if len(set(self.seeds)) != len(self.seeds):
             raise SweepSpecError(f"seeds: repeated seeds in {list(self.seeds)!r}")
         if self.name and (not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or self.name in (".", "..")):
-            raise SweepSpecError(f"name: letters, digits, '_', '-' and '.' only (it names the results folder), "
-                                 f"got {self.name!r}")
+            raise SweepSpecError(
+                f"name: letters, digits, '_', '-' and '.' only (it names the results folder), got {self.name!r}"
+            )
         known = measures_of(get_system(self.system))
         if not self.measures:
             raise SweepSpecError(f"measures: name at least one of {sorted(known)}")
@@ -176,8 +185,15 @@ class SweepSpec:
         measures = data.get("measures", [])
         if isinstance(measures, str) or not isinstance(measures, list):
             raise SweepSpecError(f"measures: a list of names, got {measures!r}")
-        return cls(dict(base), {f: tuple(_axis_values(fields, f, v)) for f, v in axes.items()}, tuple(seeds),
-                   tuple(measures), str(data.get("name", "")), str(data.get("description", "")), system)
+        return cls(
+            dict(base),
+            {f: tuple(_axis_values(fields, f, v)) for f, v in axes.items()},
+            tuple(seeds),
+            tuple(measures),
+            str(data.get("name", "")),
+            str(data.get("description", "")),
+            system,
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> SweepSpec:
@@ -200,17 +216,26 @@ class SweepSpec:
             except ConfigError as e:
                 m = re.match(r"invalid (\w+)=", str(e))
                 field = m.group(1) if m else None
-                who = f"axis {field!r}" if field in self.axes else (
-                    f"base field {field!r}" if field in self.base else "spec")
+                who = (
+                    f"axis {field!r}"
+                    if field in self.axes
+                    else (f"base field {field!r}" if field in self.base else "spec")
+                )
                 at = ", ".join(f"{k}={v!r}" for k, v in point.items() if k != "seed")
                 raise SweepSpecError(f"{who} at point ({at}): {e}") from None
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised spec (ranges expanded to values), stored as `spec.json`."""
-        return {"system": self.system, "name": self.name, "description": self.description, "base": dict(self.base),
-                "axes": {k: list(v) for k, v in self.axes.items()}, "seeds": list(self.seeds),
-                "measures": list(self.measures)}
+        return {
+            "system": self.system,
+            "name": self.name,
+            "description": self.description,
+            "base": dict(self.base),
+            "axes": {k: list(v) for k, v in self.axes.items()},
+            "seeds": list(self.seeds),
+            "measures": list(self.measures),
+        }
 
 
 def point_key(config: Config) -> str:

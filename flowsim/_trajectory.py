@@ -31,13 +31,22 @@ class Trajectory(eqx.Module):
     ts: Float[Array, " S"]
     obs: PyTree
     params: PyTree
-    result: Int[Array, "..."]
+    result: Int[Array, " ..."]  # " ...": ruff reads a bare "..." as a quoted annotation (UP037)
     num_steps: Int[Array, ""]
 
 
-def solve_flow(dynamics: AbstractDynamics, problem: Problem, ts: Float[Array, " S"], observer: Observer, *,
-               solver: str | diffrax.AbstractSolver = "tsit5", rtol: float | Array = 1e-6,
-               atol: float | Array = 1e-9, dt0: float | None = None, max_steps: int = 200_000) -> Trajectory:
+def solve_flow(
+    dynamics: AbstractDynamics,
+    problem: Problem,
+    ts: Float[Array, " S"],
+    observer: Observer,
+    *,
+    solver: str | diffrax.AbstractSolver = "tsit5",
+    rtol: float | Array = 1e-6,
+    atol: float | Array = 1e-9,
+    dt0: float | None = None,
+    max_steps: int = 200_000,
+) -> Trajectory:
     """Integrate `dynamics` from `problem.params0` over [ts[0], ts[-1]], recording `observer` at `ts`.
 
     Pure and traceable (no host checks, no events): jit it, vmap it over a batch of problems (e.g.
@@ -48,15 +57,38 @@ def solve_flow(dynamics: AbstractDynamics, problem: Problem, ts: Float[Array, " 
     """
     ts = jnp.asarray(ts)
     y0 = dynamics.initial_state(problem.params0)
-    obs, _, y_end, code, steps, _ = _piece(dynamics, problem, observer, (), _make_solver(solver), ts[0], ts[-1], y0,
-                                           ts, jnp.zeros((0,), bool), jnp.asarray(rtol, ts.dtype),
-                                           jnp.asarray(atol, ts.dtype), dt0, max_steps, False)
+    obs, _, y_end, code, steps, _ = _piece(
+        dynamics,
+        problem,
+        observer,
+        (),
+        _make_solver(solver),
+        ts[0],
+        ts[-1],
+        y0,
+        ts,
+        jnp.zeros((0,), bool),
+        jnp.asarray(rtol, ts.dtype),
+        jnp.asarray(atol, ts.dtype),
+        dt0,
+        max_steps,
+        False,
+    )
     return Trajectory(ts, obs, dynamics.params(y_end), code, steps)
 
 
-def solve_discrete(problem: Problem, observer: Observer, lr: float | Array, steps: Int[Array, " S"], *,
-                   keys: Array | None = None, batch_size: int = 1, sampling: str = "shuffle",
-                   momentum: float = 0.0, weight_decay: float = 0.0) -> Trajectory:
+def solve_discrete(
+    problem: Problem,
+    observer: Observer,
+    lr: float | Array,
+    steps: Int[Array, " S"],
+    *,
+    keys: Array | None = None,
+    batch_size: int = 1,
+    sampling: str = "shuffle",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> Trajectory:
     """GD (`keys=None`) or SGD (one run per key, vmapped) from `problem.params0`, recorded at the
     integer `steps` (t = k lr).
 

@@ -4,6 +4,7 @@ abstract evaluation of the vector field, diffusion, observer and event condition
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,17 @@ def check_save_times(ts: Any, name: str = "ts") -> Array:
     return jnp.asarray(ts)
 
 
+def check_precision(dtype: Any, rtol: float) -> None:
+    """Warn when a float32 solve is asked for a relative tolerance below what float32 resolves."""
+    if jnp.dtype(dtype) == jnp.float32 and rtol < 1e-6:
+        warnings.warn(
+            f"rtol={rtol:g} is below float32's resolution (~1e-7 relative): the solve runs in "
+            "float32 (enable float64 with jax.config.update('jax_enable_x64', True) and float64 "
+            "arrays) or loosen rtol",
+            stacklevel=3,
+        )
+
+
 def check_tolerances(*, rtol: float, atol: float, dt0: float | None, max_steps: int) -> None:
     """Refuse non-finite or non-positive tolerances and step sizes, and a non-positive step budget."""
     for name, v in (("rtol", rtol), ("atol", atol)) + ((("dt0", dt0),) if dt0 is not None else ()):
@@ -51,8 +63,9 @@ def check_finite(tree: PyTree, what: str) -> None:
             raise ValueError(f"{what} has non-finite values at {jax.tree_util.keystr(path)}")
 
 
-def check_dynamics(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: Array,
-                   events: Sequence[Event] = ()) -> None:
+def check_dynamics(
+    dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: Array, events: Sequence[Event] = ()
+) -> None:
     """Abstractly evaluate the vector field (and diffusion, observer, event conditions) once, before
     anything compiles; check that the initial state is finite.
 
@@ -67,8 +80,10 @@ def check_dynamics(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: A
     except Exception as e:  # surface the user's error with the dynamics' name
         raise TypeError(f"{name}.vector_field failed on the initial state: {e}") from e
     if jax.tree.structure(out) != jax.tree.structure(y0) or _shapes(out) != _shapes(y0):
-        raise TypeError(f"{name}.vector_field must return a PyTree with the structure, shapes and dtypes of "
-                        f"the state {_shapes(y0)}; got {_shapes(out)}")
+        raise TypeError(
+            f"{name}.vector_field must return a PyTree with the structure, shapes and dtypes of "
+            f"the state {_shapes(y0)}; got {_shapes(out)}"
+        )
     shape = dynamics.noise_shape(problem)
     if dynamics.diffusion(t0, y0, problem) is not None:
         dtype = jax.tree.leaves(y0)[0].dtype
@@ -77,7 +92,14 @@ def check_dynamics(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: A
             raise TypeError(f"{name}.diffusion(...).mv(noise of shape {shape}) must return the state's PyTree")
     params = dynamics.params(y0)
     if observer is not None:
-        obs = eqx.filter_eval_shape(observer, t0, params, problem)
+        try:
+            obs = eqx.filter_eval_shape(observer, t0, params, problem)
+        except Exception as e:
+            raise TypeError(
+                f"the observer failed on the initial state: {e}. Note: it receives the trainable "
+                "part of the model (frozen leaves are None); problem.model(params) is the full "
+                "model"
+            ) from e
         bad = [x for x in jax.tree.leaves(obs) if not isinstance(x, jax.ShapeDtypeStruct)]
         if bad:
             raise TypeError(f"the observer must return a PyTree of arrays; got leaves {bad[:3]}")
@@ -85,6 +107,10 @@ def check_dynamics(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: A
         try:
             v = eqx.filter_eval_shape(e.condition, t0, params, problem)
         except Exception as err:
-            raise TypeError(f"event {e.name!r}: its condition failed on the initial state: {err}") from err
+            raise TypeError(
+                f"event {e.name!r}: its condition failed on the initial state: {err}. Note: it "
+                "receives the trainable part of the model; problem.model(params) is the full "
+                "model"
+            ) from err
         if not isinstance(v, jax.ShapeDtypeStruct) or v.shape != () or not jnp.issubdtype(v.dtype, jnp.floating):
             raise TypeError(f"event {e.name!r}: the condition must return a real scalar, got {v}")

@@ -80,8 +80,15 @@ def _add_config_options(p: argparse.ArgumentParser, system: str | None) -> None:
             if kind(f) is bool:
                 g.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
             else:
-                g.add_argument(opt, dest=f.name, type=kind(f), default=None, metavar=f.name.upper(),
-                               choices=f.metadata.get("choices"), help=text)
+                g.add_argument(
+                    opt,
+                    dest=f.name,
+                    type=kind(f),
+                    default=None,
+                    metavar=f.name.upper(),
+                    choices=f.metadata.get("choices"),
+                    help=text,
+                )
 
 
 def _parser(system: str | None = None) -> argparse.ArgumentParser:
@@ -89,8 +96,13 @@ def _parser(system: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("systems", help="list the registered systems, one line each")
     run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
-    run.add_argument("system", nargs="?", choices=sorted(registered_systems()), default=system or default_system(),
-                     help="the system (default: %(default)s)")
+    run.add_argument(
+        "system",
+        nargs="?",
+        choices=sorted(registered_systems()),
+        default=system or default_system(),
+        help="the system (default: %(default)s)",
+    )
     run.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
     run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
@@ -108,16 +120,25 @@ def _parser(system: str | None = None) -> argparse.ArgumentParser:
 def _add_theory_parser(sub, system: str | None) -> None:
     name = system or default_system()
     preds = get_system(name).predictions
-    th = sub.add_parser("theory", help="measure one of a system's theory predictions and save its table",
-                        description="; ".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions")
+    th = sub.add_parser(
+        "theory",
+        help="measure one of a system's theory predictions and save its table",
+        description="; ".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions",
+    )
     th.add_argument("prediction", choices=sorted(preds))
-    th.add_argument("--system", default=name, choices=sorted(registered_systems()),
-                    help="the system (default: %(default)s)")
+    th.add_argument(
+        "--system", default=name, choices=sorted(registered_systems()), help="the system (default: %(default)s)"
+    )
     th.add_argument("--axis", help="the axis of the grid, where the prediction takes one (see the description)")
     th.add_argument("--values", type=_csv(float), required=True, help="comma-separated grid")
     th.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
-    th.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="keyword option of the prediction function (repeatable), e.g. --set n=24")
+    th.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword option of the prediction function (repeatable), e.g. --set n=24",
+    )
     th.add_argument("--out", type=pathlib.Path, help="JSON path (default runs/theory-<name>-<timestamp>.json)")
     th.add_argument("--config", type=pathlib.Path, help="file of config fields (predictions that take a config)")
     _add_config_options(th, name)
@@ -132,19 +153,34 @@ def _csv(kind_):
         if kind_ is float and not all(math.isfinite(x) for x in out):
             raise argparse.ArgumentTypeError(f"every value must be finite, got {text!r}")
         return out
+
     return parse
 
 
 def _add_compare_parser(sub, system: str | None) -> None:
     cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
-    cmp.add_argument("system", nargs="?", choices=sorted(registered_systems()), default=system or default_system(),
-                     help="the system (default: %(default)s)")
-    cmp.add_argument("--dynamics", type=_csv(str), default=["gf", "igr", "sme"],
-                     help="comma-separated subset of gf,igr,heavy_ball,sme (default gf,igr,sme)")
-    cmp.add_argument("--lrs", type=_csv(float), default=[],
-                     help="also measure the distance to SGD at these lrs (same horizon lr*steps)")
-    cmp.add_argument("--keys", type=_csv(str), default=["loss", "min_margin", "G1", "score_12"],
-                     help="observables to overlay")
+    cmp.add_argument(
+        "system",
+        nargs="?",
+        choices=sorted(registered_systems()),
+        default=system or default_system(),
+        help="the system (default: %(default)s)",
+    )
+    cmp.add_argument(
+        "--dynamics",
+        type=_csv(str),
+        default=["gf", "igr", "sme"],
+        help="comma-separated subset of gf,igr,heavy_ball,sme (default gf,igr,sme)",
+    )
+    cmp.add_argument(
+        "--lrs",
+        type=_csv(float),
+        default=[],
+        help="also measure the distance to SGD at these lrs (same horizon lr*steps)",
+    )
+    cmp.add_argument(
+        "--keys", type=_csv(str), default=["loss", "min_margin", "G1", "score_12"], help="observables to overlay"
+    )
     cmp.add_argument("--paths", type=int, default=32, help="Brownian paths of the SDE ensemble")
     cmp.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of the discrete runs")
     cmp.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="SGD batch sampling")
@@ -154,11 +190,15 @@ def _add_compare_parser(sub, system: str | None) -> None:
 
 
 def _add_sweep_parsers(sub) -> None:
-    sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.sweep)")
+    sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.SweepSpec)")
     sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
     sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
-    sw.add_argument("--workers", type=int, default=None,
-                    help="worker processes (default: one per core, at most one per shape group)")
+    sw.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: one per core, at most one per shape group)",
+    )
     sw.add_argument("--dask", action="store_true", help="run on Dask distributed (LocalCluster unless --scheduler)")
     sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
     sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")
@@ -191,22 +231,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._results import load_run
 
     t0 = time.perf_counter()
-    print(f"flowsim run {config.system} -> {out}  (T = {config.t_final:g}: flow [{config.solver}, "
-          f"rtol {config.rtol:g}], GD lr {config.lr:g} x {config.steps} steps, SGD batch {config.batch_size} x "
-          f"{config.sgd_seeds} seeds)")
+    print(
+        f"flowsim run {config.system} -> {out}  (T = {config.t_final:g}: flow [{config.solver}, "
+        f"rtol {config.rtol:g}], GD lr {config.lr:g} x {config.steps} steps, SGD batch {config.batch_size} x "
+        f"{config.sgd_seeds} seeds)"
+    )
     result = _experiment.run_experiment(config, progress=not args.quiet)
     summary = _experiment.save_experiment(result, out)
     if not args.no_plots:
         get_system(config.system).figures(load_run(out), out)
     vs = [_verdicts.Verdict(**v) for v in summary["verdicts"]]
     print(_verdicts.format_table(vs))
-    if not result.flow.ok:
-        print(f"warning: flow stopped early with diffrax result '{result.flow.result}' at "
-              f"t = {result.flow.t_reached:.6g}; the partial trajectory is saved", file=sys.stderr)
+    flow = result.flow
+    if flow is not None and not flow.ok:
+        print(
+            f"warning: flow stopped early with diffrax result '{flow.result}' at "
+            f"t = {flow.t_reached:.6g}; the partial trajectory is saved",
+            file=sys.stderr,
+        )
     for name, sol in (("GD", result.gd), ("SGD", result.sgd)):
         if sol is not None and sol.diverged:
-            print(f"warning: {name} diverged (non-finite loss) at step(s) {sol.diverged_step.tolist()}",
-                  file=sys.stderr)
+            print(
+                f"warning: {name} diverged (non-finite loss) at step(s) {sol.diverged_step.tolist()}", file=sys.stderr
+            )
     t = summary["timings_s"]
     parts = ", ".join(f"{k} {t[k]:.1f} s (compile {t[k + '_compile']:.1f} s)" for k in ("flow", "gd", "sgd"))
     print(f"wall time {time.perf_counter() - t0:.1f} s: {parts}; results in {out}")
@@ -251,10 +298,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid workers={args.workers}: workers must be a positive integer")
     _enable_cache(not args.no_cache)
     out = _check_out(args.out or pathlib.Path("sweeps") / (spec.name or args.spec.stem))
-    r = _sweep_run.run_sweep(spec, out, workers=args.workers, new=args.new, use_dask=args.dask or bool(args.scheduler),
-                        scheduler=args.scheduler, progress=not args.quiet)
-    print(f"{r.total} points in {r.folder}: {r.skipped} already done, {r.done} run now ({r.failed} failed) "
-          f"in {r.wall_s:.1f} s")
+    r = _sweep_run.run_sweep(
+        spec,
+        out,
+        workers=args.workers,
+        new=args.new,
+        use_dask=args.dask or bool(args.scheduler),
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    print(
+        f"{r.total} points in {r.folder}: {r.skipped} already done, {r.done} run now ({r.failed} failed) "
+        f"in {r.wall_s:.1f} s"
+    )
     return 0
 
 
@@ -265,8 +321,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     bad = [lr for lr in args.lrs if not lr > 0]
     if bad:
         raise ConfigError(f"invalid lrs={bad}: every lr must be > 0")
-    from . import _compare as compare
-    from . import _plots as plots
+    from . import _compare as compare, _plots as plots
     from ._results import package_versions, write_json, write_npz
 
     if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
@@ -279,8 +334,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         curves = compare.compare(config, args.dynamics, **kw)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    write_json(out / "config.json", {"config": config.to_dict(), "seed": config.seed, "compare": vars(args) | {
-        "config": str(args.config), "out": str(out)}, "versions": package_versions()})
+    write_json(
+        out / "config.json",
+        {
+            "config": config.to_dict(),
+            "seed": config.seed,
+            "compare": vars(args) | {"config": str(args.config), "out": str(out)},
+            "versions": package_versions(),
+        },
+    )
     for name, c in curves.items():
         write_npz(out / f"{name}.npz", {"t": c.t, **c.obs})
     missing = [k for k in args.keys if k not in curves["gd"].obs]
@@ -339,8 +401,9 @@ def _cmd_theory(args: argparse.Namespace) -> int:
     if not ints and any(not v > 0 for v in args.values):
         raise ConfigError(f"invalid values={args.values}: {name} needs finite values > 0 here")
     values = [int(v) if ints else v for v in args.values]
-    out = _check_out(args.out or pathlib.Path("runs") / datetime.datetime.now().strftime(
-        f"theory-{name}-%Y%m%d-%H%M%S.json"))
+    out = _check_out(
+        args.out or pathlib.Path("runs") / datetime.datetime.now().strftime(f"theory-{name}-%Y%m%d-%H%M%S.json")
+    )
     config = _config_from_args(args)
     t0 = time.perf_counter()
     try:
@@ -348,14 +411,30 @@ def _cmd_theory(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from e
     fn = pred.options_of
-    write_json(out, {"prediction": name, "system": args.system, "function": f"{fn.__module__}.{fn.__name__}",
-                     "arguments": {"axis": args.axis, "values": values, "seeds": args.seeds, **kwargs}, **res,
-                     "versions": package_versions()})
+    write_json(
+        out,
+        {
+            "prediction": name,
+            "system": args.system,
+            "function": f"{fn.__module__}.{fn.__name__}",
+            "arguments": {"axis": args.axis, "values": values, "seeds": args.seeds, **kwargs},
+            **res,
+            "versions": package_versions(),
+        },
+    )
     for row in res.get("rows", []):
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                        if isinstance(v, int | float | str)))
-    summary = {k: res[k] for k in ("slope", "ci95", "predicted", "bound_exponent", "holds", "signs_hold",
-                                   "ratio_holds", "scaling_holds") if k in res}
+        print(
+            "  ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()
+                if isinstance(v, int | float | str)
+            )
+        )
+    summary = {
+        k: res[k]
+        for k in ("slope", "ci95", "predicted", "bound_exponent", "holds", "signs_hold", "ratio_holds", "scaling_holds")
+        if k in res
+    }
     print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     print(f"wall time {time.perf_counter() - t0:.1f} s; table in {out}")
     return 0
@@ -378,9 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser(name)
     args = parser.parse_args(argv)
     try:
-        return {"systems": _cmd_systems, "run": _cmd_run, "plot": _cmd_plot, "sweep": _cmd_sweep,
-                "phase-diagram": _cmd_phase_diagram, "compare": _cmd_compare,
-                "theory": _cmd_theory}[args.command](args)
+        return {
+            "systems": _cmd_systems,
+            "run": _cmd_run,
+            "plot": _cmd_plot,
+            "sweep": _cmd_sweep,
+            "phase-diagram": _cmd_phase_diagram,
+            "compare": _cmd_compare,
+            "theory": _cmd_theory,
+        }[args.command](args)
     except (ConfigError, FileNotFoundError) as e:
         parser.exit(2, f"flowsim: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
     return 2

@@ -12,8 +12,20 @@ import pytest  # noqa: E402
 DATA = pathlib.Path(__file__).parent / "data"
 
 # A small co-occurrence problem shared by the solver tests (compile once per module, run many).
-SMALL = dict(n=12, L=4, d=16, m=16, m1=16, lr=0.05, steps=200, n_save_log=20, n_save_lin=10,
-             batch_size=4, sgd_seeds=4, n_test=200)
+SMALL = dict(
+    n=12,
+    L=4,
+    d=16,
+    m=16,
+    m1=16,
+    lr=0.05,
+    steps=200,
+    n_save_log=20,
+    n_save_lin=10,
+    batch_size=4,
+    sgd_seeds=4,
+    n_test=200,
+)
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,16 @@ FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--n", "7"], "invalid n=7: n must be a positive multiple of 6"),
-     (["--L", "2"], "invalid L=2: L must be an integer >= 3"),
-     (["--d", "3"], "invalid d=3: d must be an integer >= 4"),
-     (["--init-scale", "-1"], "invalid init_scale=-1.0: init_scale must be a finite number in (0, 1e+06]"),
-     # fields with choices are refused by argparse, which names the option and lists the choices
-     (["--solver", "rk4"], "argument --solver: invalid choice: 'rk4' (choose from 'tsit5', 'dopri5'"),
-     (["--m", "0"], "invalid m=0: m must be a positive integer <= 65536"),
-     (["--d", "20", "--distinct-tokens"], "invalid d=20: d must be >= 163 for distinct_tokens=True")],
+    [
+        (["--n", "7"], "invalid n=7: n must be a positive multiple of 6"),
+        (["--L", "2"], "invalid L=2: L must be an integer >= 3"),
+        (["--d", "3"], "invalid d=3: d must be an integer >= 4"),
+        (["--init-scale", "-1"], "invalid init_scale=-1.0: init_scale must be a finite number in (0, 1e+06]"),
+        # fields with choices are refused by argparse, which names the option and lists the choices
+        (["--solver", "rk4"], "argument --solver: invalid choice: 'rk4' (choose from 'tsit5', 'dopri5'"),
+        (["--m", "0"], "invalid m=0: m must be a positive integer <= 65536"),
+        (["--d", "20", "--distinct-tokens"], "invalid d=20: d must be >= 163 for distinct_tokens=True"),
+    ],
     ids=["n", "L", "d", "init_scale", "solver", "m", "distinct_tokens"],
 )
 def test_invalid_config_exits_2_naming_the_field(args, message):
@@ -38,9 +40,11 @@ def test_invalid_config_exits_2_naming_the_field(args, message):
 def test_bad_config_file_and_missing_run_dir(tmp_path, capsys):
     bad = tmp_path / "c.json"
     bad.write_text('{"widht": 3}')
-    for argv, message in ((["run", "--config", str(bad)], "unknown config field(s) ['widht']"),
-                          (["run", "cooccurrence", "--config", str(bad)], "unknown config field(s) ['widht']"),
-                          (["plot", str(tmp_path / "nope")], "not a flowsim run folder")):
+    for argv, message in (
+        (["run", "--config", str(bad)], "unknown config field(s) ['widht']"),
+        (["run", "cooccurrence", "--config", str(bad)], "unknown config field(s) ['widht']"),
+        (["plot", str(tmp_path / "nope")], "not a flowsim run folder"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
@@ -77,6 +81,7 @@ def test_run_help_lists_the_fields_with_their_ranges(capsys):
 @pytest.fixture
 def no_work(monkeypatch):
     """Make every command's work function fail loudly: a refusal must come before any work."""
+
     def boom(*args, **kwargs):
         raise AssertionError("work started before the output path was checked")
 
@@ -95,10 +100,12 @@ def test_out_at_an_existing_file_exits_2_before_any_work(command, tmp_path, caps
     taken.write_text("not a folder")
     spec = tmp_path / "s.toml"
     spec.write_text('measures = ["T1"]\n[base]\nn = 12\nbatch_size = 4\n[axes]\nlr = [0.1]\n')
-    argv = {"run": ["run", "cooccurrence", *FLAGS, "--quiet"],
-            "compare": ["compare", "cooccurrence", *FLAGS, "--dynamics", "gf"],
-            "sweep": ["sweep", str(spec), "--quiet"],
-            "theory": ["theory", "t1", "--axis", "m", "--values", "256", "--seeds", "0"]}[command]
+    argv = {
+        "run": ["run", "cooccurrence", *FLAGS, "--quiet"],
+        "compare": ["compare", "cooccurrence", *FLAGS, "--dynamics", "gf"],
+        "sweep": ["sweep", str(spec), "--quiet"],
+        "theory": ["theory", "t1", "--axis", "m", "--values", "256", "--seeds", "0"],
+    }[command]
     with pytest.raises(SystemExit) as e:
         main([*argv, "--out", str(taken)])
     err = capsys.readouterr().err
@@ -124,8 +131,23 @@ def test_run_and_plot_small_config(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"n = {SMALL['n']}\nL = {SMALL['L']}\nbatch_size = {SMALL['batch_size']}\nlr = 0.5\n")
     again = tmp_path / "again"
-    assert main(["run", "cooccurrence", "--config", str(cfg), *FLAGS, "--out", str(again), "--quiet", "--no-cache",
-                 "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "cooccurrence",
+                "--config",
+                str(cfg),
+                *FLAGS,
+                "--out",
+                str(again),
+                "--quiet",
+                "--no-cache",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     assert f"flowsim run cooccurrence -> {again}" in capsys.readouterr().out
     rerun = load_run(again)
     assert rerun.config == run.config and not list(again.glob("*.png"))
@@ -135,8 +157,24 @@ def test_run_and_plot_small_config(tmp_path, capsys):
 
 def test_theory_command_measures_a_prediction(tmp_path, capsys):
     out = tmp_path / "t1.json"
-    argv = ["theory", "t1", "--axis", "m", "--values", "256,1024,4096", "--seeds", "0",
-            "--set", "n=12", "--set", "L=3", "--set", "d=12", "--out", str(out)]
+    argv = [
+        "theory",
+        "t1",
+        "--axis",
+        "m",
+        "--values",
+        "256,1024,4096",
+        "--seeds",
+        "0",
+        "--set",
+        "n=12",
+        "--set",
+        "L=3",
+        "--set",
+        "d=12",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["function"] == "flowsim.systems.cooccurrence.theory.t1.t1_scaling" and len(res["rows"]) == 3
@@ -146,15 +184,20 @@ def test_theory_command_measures_a_prediction(tmp_path, capsys):
     assert "slope=" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["theory", "t1", "--values", "256"], "needs --axis"),
-    (["theory", "phase2", "--axis", "m", "--values", "256", "--set", "foo=1"], "KEY one of"),
-    (["theory", "t1", "--axis", "m", "--values", "256", "--set", "n=1.5"], "invalid --set 'n=1.5'"),
-    (["theory", "phase2", "--axis", "q", "--values", "256"], "invalid axis='q': theory phase2 needs --axis, one of "
-                                                             "('m', 'n')"),
-    (["theory", "scores", "--values", "25.5"], "positive integers"),
-    (["theory", "t1", "--axis", "sigma1", "--values", "0.5,-1"], "finite values > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["theory", "t1", "--values", "256"], "needs --axis"),
+        (["theory", "phase2", "--axis", "m", "--values", "256", "--set", "foo=1"], "KEY one of"),
+        (["theory", "t1", "--axis", "m", "--values", "256", "--set", "n=1.5"], "invalid --set 'n=1.5'"),
+        (
+            ["theory", "phase2", "--axis", "q", "--values", "256"],
+            "invalid axis='q': theory phase2 needs --axis, one of ('m', 'n')",
+        ),
+        (["theory", "scores", "--values", "25.5"], "positive integers"),
+        (["theory", "t1", "--axis", "sigma1", "--values", "0.5,-1"], "finite values > 0"),
+    ],
+)
 def test_theory_command_bad_input_exits_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -13,7 +13,6 @@ from flowsim._config import PRECISIONS
 from flowsim.systems.cooccurrence import CooccurrenceConfig
 from flowsim.systems.cooccurrence.config import INITS, n_random_slots
 
-
 # ---------------------------------------------------------------------------------------------
 # Defaults = the paper's experiment (App. A of Yang et al.)
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +215,24 @@ def _to_toml(d: dict) -> str:
 
 CONFIGS_FOR_FILES = [
     Config(),
-    Config(n=12, L=4, d=50, m=8, m1=16, batch_size=4, init="theory", init_scale=0.5, train_a=True,
-           lr=0.05, steps=100, solver="dopri5", rtol=1e-4, atol=1e-7, precision="float32", seed=3),
+    Config(
+        n=12,
+        L=4,
+        d=50,
+        m=8,
+        m1=16,
+        batch_size=4,
+        init="theory",
+        init_scale=0.5,
+        train_a=True,
+        lr=0.05,
+        steps=100,
+        solver="dopri5",
+        rtol=1e-4,
+        atol=1e-7,
+        precision="float32",
+        seed=3,
+    ),
     Config(n=12, L=4, d=n_random_slots(12, 4) + 3, distinct_tokens=True, batch_size=12),
 ]
 
@@ -320,7 +335,7 @@ def test_config_routes_fields_to_the_system_and_the_run_settings():
 
 def test_to_dict_is_flat_with_the_system_first():
     d = Config(m=16).to_dict()
-    assert list(d)[0] == "system" and d["system"] == "cooccurrence"
+    assert next(iter(d)) == "system" and d["system"] == "cooccurrence"
     assert set(d) == {"system", *Config().field_names()} and d["m"] == 16
     assert all(not isinstance(v, dict) for v in d.values())
 

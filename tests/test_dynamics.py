@@ -1,4 +1,5 @@
-"""Built-in dynamics (`flowsim.GradientFlow`, `ModifiedFlow`, `HeavyBallFlow`, `SGDModifiedEquation`) against their discrete counterparts, and bad input.
+"""Built-in dynamics (`flowsim.GradientFlow`, `ModifiedFlow`, `HeavyBallFlow`, `SGDModifiedEquation`)
+against their discrete counterparts, and bad input.
 
 Orders are slopes of log(max |loss_discrete - loss_continuous|) against log(lr), fitted on three
 step sizes lr in {0.04, 0.02, 0.01} over t in [0, 1]; continuous references are Dopri8 at rtol 1e-12.
@@ -10,8 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim import (AbstractDynamics, GradientFlow, HeavyBallFlow, ModifiedFlow, SGDModifiedEquation,
-                     gradient_descent, integrate, integrate_sde, logistic_loss, make_problem, sgd)
+from flowsim import (
+    AbstractFlow,
+    GradientFlow,
+    HeavyBallFlow,
+    ModifiedFlow,
+    SGDModifiedEquation,
+    gradient_descent,
+    integrate,
+    integrate_sde,
+    logistic_loss,
+    make_problem,
+    sgd,
+)
 
 LRS = np.array([0.04, 0.02, 0.01])
 
@@ -68,8 +80,7 @@ def test_sme_ensemble_matches_iid_sgd_ensemble_at_small_lr(small_setup):
     within a factor 2."""
     p, lr, paths = small_setup.problem, 0.02, 32
     k = np.arange(0, 51, 10)
-    sde = integrate_sde(SGDModifiedEquation(lr, 4), p, k * lr, _loss, dt=lr / 2, paths=paths,
-                        key=jax.random.PRNGKey(1))
+    sde = integrate_sde(SGDModifiedEquation(lr, 4), p, k * lr, _loss, dt=lr / 2, paths=paths, key=jax.random.PRNGKey(1))
     sg = sgd(p, lr, k, _loss, batch_size=4, seeds=paths, sampling="iid", key=jax.random.PRNGKey(2))
     a, b = sde.obs["loss"][:, 1:], sg.obs["loss"][:, 1:]
     se = np.sqrt(a.var(0, ddof=1) / paths + b.var(0, ddof=1) / paths)
@@ -78,7 +89,7 @@ def test_sme_ensemble_matches_iid_sgd_ensemble_at_small_lr(small_setup):
     assert np.all((ratio > 0.5) & (ratio < 2)), ratio
 
 
-class _WrongShape(AbstractDynamics):
+class _WrongShape(AbstractFlow):
     def vector_field(self, t, params, problem):
         return jax.tree.map(lambda x: x[..., :1], params)
 

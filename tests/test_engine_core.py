@@ -40,7 +40,8 @@ TS = jnp.linspace(0.0, 1.0, 11)
 
 def test_solve_flow_under_jit_matches_integrate(problem):
     traj = jax.jit(lambda p: flowsim.solve_flow(flowsim.GradientFlow(), p, TS, _observe, rtol=1e-10, atol=1e-12))(
-        problem)
+        problem
+    )
     sol = flowsim.integrate(flowsim.GradientFlow(), problem, TS, _observe, rtol=1e-10, atol=1e-12)
     assert isinstance(traj, flowsim.Trajectory) and int(traj.result) == 0
     np.testing.assert_allclose(traj.obs["loss"], sol.obs["loss"], rtol=1e-13)
@@ -89,8 +90,14 @@ def test_sgd_core_vmaps_over_keys(problem):
     np.testing.assert_allclose(traj.obs["loss"], sg.obs["loss"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("make", [lambda lr: flowsim.ModifiedFlow(lr), lambda lr: flowsim.HeavyBallFlow(lr, 0.5),
-                                  lambda lr: flowsim.GradientFlow(weight_decay=lr)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lr: flowsim.ModifiedFlow(lr),
+        lambda lr: flowsim.HeavyBallFlow(lr, 0.5),
+        lambda lr: flowsim.GradientFlow(weight_decay=lr),
+    ],
+)
 def test_hyperparameters_are_traced_no_recompilation(problem, make):
     flowsim.integrate(make(0.04), problem, TS, _observe)
     _, _, compile_s = timed_call(flowsim.integrate, make(0.02), problem, TS, _observe)

@@ -27,11 +27,24 @@ def test_results_folder_layout(run_dir):
     assert cfg["config"]["n"] == 12 and cfg["config"]["system"] == "cooccurrence" and cfg["seed"] == 0
     assert "jax" in cfg["versions"]
     assert run.config == cfg["config"] and run.system == "cooccurrence"  # RunData.config: the flat config
-    for name in ("loss", "loss_type1", "loss_type4", "min_margin", "score_12", "score_21", "score_31",
-                 "score_32", "S2_over_S3", "R", "G1", "N", "attn_disp"):
+    for name in (
+        "loss",
+        "loss_type1",
+        "loss_type4",
+        "min_margin",
+        "score_12",
+        "score_21",
+        "score_31",
+        "score_32",
+        "S2_over_S3",
+        "R",
+        "G1",
+        "N",
+        "attn_disp",
+    ):
         assert run.flow[name].shape == run.flow["t"].shape
         assert run.gd[name].shape == run.gd["t"].shape
-        assert run.sgd[name].shape == (4,) + run.sgd["t"].shape
+        assert run.sgd[name].shape == (4, *run.sgd["t"].shape)
     np.testing.assert_allclose(run.flow["t"], run.gd["t"])
     np.testing.assert_array_equal(run.gd["step"], step_grid(result.setup.config))
     t1 = result.flow.events[PHASE1_END].time
@@ -87,10 +100,13 @@ def test_unknown_piece_is_refused(small_setup):
 
 
 def test_float32_and_trainable_readout(small_config):
-    """precision="float32" runs in float32 end to end; train_a=True makes `a` move."""
+    """precision="float32" runs in float32 end to end (also with x64 enabled, as in this test
+    session, the min-margin event is located); train_a=True makes `a` move."""
     s = setup(small_config.replace(precision="float32", train_a=True))
     assert s.problem.params0.a.dtype == jnp.float32
     flow = run_flow(s, rtol=1e-4, atol=1e-6)
     assert flow.ok and flow.obs["loss"].dtype == np.float32
+    hit = flow.events[PHASE1_END]
+    assert hit.fired and 0 < hit.time < s.config.t_final and abs(hit.obs["min_margin"]) < 1e-4
     assert flow.obs["loss"][-1] < flow.obs["loss"][0]
     assert not np.allclose(np.asarray(flow.params.a), np.asarray(s.problem.params0.a))

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from flowsim import AbstractDynamics, Event, FlowError, GradientFlow, integrate
+from flowsim import AbstractFlow, Event, FlowError, GradientFlow, integrate
 from flowsim.systems.cooccurrence import PHASE1_END, PHASE1_EVENT, min_margin
 
 TS = np.concatenate([[0.0], np.geomspace(1e-3, 10.0, 25)])
@@ -14,16 +14,22 @@ TS = np.concatenate([[0.0], np.geomspace(1e-3, 10.0, 25)])
 @pytest.fixture(scope="module")
 def tight(small_setup):
     """Dopri8 at rtol 1e-12: the reference solution."""
-    return integrate(GradientFlow(), small_setup.problem, TS, small_setup.observer, solver="dopri8",
-                     rtol=1e-12, atol=1e-14)
+    return integrate(
+        GradientFlow(), small_setup.problem, TS, small_setup.observer, solver="dopri8", rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.fixture(scope="module")
 def default(small_setup):
     """The default solve: Tsit5 + PID at rtol 1e-6, with the system's Phase-1 event and the same
     condition armed downwards (min_margin only ever rises through 0 here: that one never fires)."""
-    return integrate(GradientFlow(), small_setup.problem, TS, small_setup.observer,
-                     event=[PHASE1_EVENT, Event("down", min_margin, "down")])
+    return integrate(
+        GradientFlow(),
+        small_setup.problem,
+        TS,
+        small_setup.observer,
+        event=[PHASE1_EVENT, Event("down", min_margin, "down")],
+    )
 
 
 def test_default_tolerance_matches_tight_reference(default, tight):
@@ -74,7 +80,7 @@ def test_failure_names_diffrax_result_and_keeps_partial_trajectory(small_setup):
     assert info.value.solution is sol
 
 
-class _Rescaled(AbstractDynamics):
+class _Rescaled(AbstractFlow):
     """A user-defined dynamics: gradient flow run at speed c (so theta_c(t) = theta_1(c t))."""
 
     c: float
@@ -84,8 +90,9 @@ class _Rescaled(AbstractDynamics):
 
 
 def test_custom_dynamics_plug_into_the_same_solver(small_setup, tight):
-    sol = integrate(_Rescaled(2.0), small_setup.problem, TS / 2, small_setup.observer, solver="dopri8",
-                    rtol=1e-12, atol=1e-14)
+    sol = integrate(
+        _Rescaled(2.0), small_setup.problem, TS / 2, small_setup.observer, solver="dopri8", rtol=1e-12, atol=1e-14
+    )
     np.testing.assert_allclose(sol.obs["loss"], tight.obs["loss"], rtol=1e-8)
 
 

@@ -38,7 +38,7 @@ def test_systems_do_not_reach_into_each_other():
             for m in _imports(path):
                 parts = m.lstrip(".").split(".")
                 if "systems" in parts:
-                    assert parts[parts.index("systems") + 1:][:1] in ([], [folder.name]), (path, m)
+                    assert parts[parts.index("systems") + 1 :][:1] in ([], [folder.name]), (path, m)
 
 
 def test_modules_are_small():

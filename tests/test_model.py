@@ -1,5 +1,6 @@
-"""Tests of the co-occurrence transformer (`flowsim.systems.cooccurrence.model`): the forward pass against an independent numpy implementation of Eq. 1,
-autodiff gradients of the logistic loss against finite differences, and the initialisations."""
+"""Tests of the co-occurrence transformer (`flowsim.systems.cooccurrence.model`): the forward pass
+against an independent numpy implementation of Eq. 1, autodiff gradients of the logistic loss against
+finite differences, and the initialisations."""
 
 from __future__ import annotations
 
@@ -82,9 +83,9 @@ FORWARD_CASES = [
 
 def _sequences(rng, d, L):
     seqs = [rng.integers(0, d, size=L) for _ in range(6)]
-    seqs.append(rng.permutation(d)[:L])                 # all-distinct tokens
-    seqs.append(np.full(L, d - 1))                       # one token repeated everywhere
-    seqs.append(np.array([0, 1, 2] + [3] * (L - 3)))     # mu_1, mu_2, mu_3 + a repeated random token
+    seqs.append(rng.permutation(d)[:L])  # all-distinct tokens
+    seqs.append(np.full(L, d - 1))  # one token repeated everywhere
+    seqs.append(np.array([0, 1, 2] + [3] * (L - 3)))  # mu_1, mu_2, mu_3 + a repeated random token
     return np.stack(seqs)
 
 
@@ -112,8 +113,7 @@ def test_attention_matches_reference_and_rows_sum_to_one(forward_case):
         assert P.shape == (L, L)
         assert np.all(P > 0)
         np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=0, atol=1e-14)
-        np.testing.assert_allclose(P, ref_attention(c["ws"][0], c["ws"][1], tokens, c["d"]),
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(P, ref_attention(c["ws"][0], c["ws"][1], tokens, c["d"]), rtol=1e-12, atol=1e-15)
 
 
 def test_attention_orientation(forward_case):
@@ -137,7 +137,7 @@ def test_scores_orientation(forward_case):
 
 def test_G_and_u(forward_case):
     c = forward_case
-    W_Q, W_K, W_V, W, a = c["ws"]
+    _, _, W_V, W, a = c["ws"]
     d = c["d"]
     u = W.T @ a
     np.testing.assert_allclose(c["u"], u, rtol=1e-12, atol=1e-14)
@@ -339,8 +339,9 @@ def test_init_scale_multiplies_weights_not_a(init, kaiming, theory):
     base = {"kaiming": kaiming, "theory": theory}[init]
     scaled = init_transformer(jax.random.PRNGKey(0), D, M, M1, init=init, scale=0.25, L=L0)
     for name in ("W_Q", "W_K", "W_V", "W"):
-        np.testing.assert_allclose(np.asarray(getattr(scaled, name)), 0.25 * np.asarray(getattr(base, name)),
-                                   rtol=1e-15, atol=0)
+        np.testing.assert_allclose(
+            np.asarray(getattr(scaled, name)), 0.25 * np.asarray(getattr(base, name)), rtol=1e-15, atol=0
+        )
     np.testing.assert_array_equal(np.asarray(scaled.a), np.asarray(base.a))
 
 

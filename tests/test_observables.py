@@ -1,4 +1,5 @@
-"""Tracked quantities of the co-occurrence system (`flowsim.systems.cooccurrence.observables`) against direct numpy computations."""
+"""Tracked quantities of the co-occurrence system (`flowsim.systems.cooccurrence.observables`)
+against direct numpy computations."""
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +79,7 @@ def test_balance_fixed_point_is_the_root_of_the_balancing_quadratic():
         g = 1 / (1 + np.exp(np.asarray(margin)))
         D = [float((g * (1 - g))[kind == k].sum()) for k in (1, 2, 3, 4)]
         R = float(balance_fixed_point(margin, jnp.asarray(kind)))
-        poly = (D[0] + D[1]) * R ** 2 + (D[2] + D[3] - D[0]) * R - (2 * D[0] + D[1] + D[2])
+        poly = (D[0] + D[1]) * R**2 + (D[2] + D[3] - D[0]) * R - (2 * D[0] + D[1] + D[2])
         assert R > 0 and abs(poly) < 1e-12 * max(D)
         assert (1 < R < 2) == (D[3] < 2 * D[0])
 
@@ -98,8 +99,12 @@ def test_balance_fixed_point_with_random_tokens_is_the_root_of_the_corrected_qua
     E = [(w * (overlap @ g))[kind == k].sum() for k in (1, 2, 3, 4)]
     Q = g[kind == 1].sum() - g[kind == 2].sum()
     R = float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind), jnp.asarray(overlap)))
-    poly = ((D[0] + D[1]) * R ** 2 + (D[2] + D[3] - D[0] - (E[0] - E[1]) / Q) * R
-            - (2 * D[0] + D[1] + D[2]) + (E[1] + E[2] + E[3] - E[0]) / Q)
+    poly = (
+        (D[0] + D[1]) * R**2
+        + (D[2] + D[3] - D[0] - (E[0] - E[1]) / Q) * R
+        - (2 * D[0] + D[1] + D[2])
+        + (E[1] + E[2] + E[3] - E[0]) / Q
+    )
     assert R > 0 and abs(poly) < 1e-10 * max(D)
     zero = float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind), jnp.zeros((12, 12))))
     assert zero == pytest.approx(float(balance_fixed_point(jnp.asarray(margin), jnp.asarray(kind))), rel=1e-12)

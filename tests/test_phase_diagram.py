@@ -12,11 +12,18 @@ from .test_sweep import TINY
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """lr x init_scale x 2 seeds on the tiny shapes (seed 0 at init_scale 0.5 fails: the flow's
-    event root-find stops with max steps, so the failure marker is exercised too)."""
+    """lr x init_scale x 2 seeds on the tiny shapes (seed 0 at init_scale 100 fails: the stiff flow
+    reaches max_steps before Phase 1 ends, so the failure marker and the phase1.end contour are
+    exercised too)."""
     out = tmp_path_factory.mktemp("sweep")
-    spec = SweepSpec.from_dict({"base": TINY, "axes": {"lr": [0.05, 0.1], "init_scale": [0.5, 1.0, 2.0]},
-                                "seeds": 2, "measures": ["T1", "loss_T", "balance.R", "phase1.end"]})
+    spec = SweepSpec.from_dict(
+        {
+            "base": TINY,
+            "axes": {"lr": [0.05, 0.1], "init_scale": [0.5, 1.0, 100.0]},
+            "seeds": 2,
+            "measures": ["T1", "loss_T", "balance.R", "phase1.end"],
+        }
+    )
     run_sweep(spec, out, workers=1, progress=False)
     return out
 
@@ -24,10 +31,8 @@ def sweep(tmp_path_factory):
 def test_load_sweep_tidy_rows(sweep, tmp_path):
     rows = load_sweep(sweep)
     assert len(rows) == 12
-    assert set(rows[0]) == {"lr", "init_scale", "seed", "status", "reason", "T1", "loss_T", "balance.R",
-                            "phase1.end"}
-    assert [(r["lr"], r["init_scale"], r["seed"]) for r in rows[:3]] == [(0.05, 0.5, 0), (0.05, 0.5, 1),
-                                                                         (0.05, 1.0, 0)]
+    assert set(rows[0]) == {"lr", "init_scale", "seed", "status", "reason", "T1", "loss_T", "balance.R", "phase1.end"}
+    assert [(r["lr"], r["init_scale"], r["seed"]) for r in rows[:3]] == [(0.05, 0.5, 0), (0.05, 0.5, 1), (0.05, 1.0, 0)]
     text = write_csv(rows, tmp_path / "t.csv").read_text().splitlines()
     assert len(text) == 13 and text[0].startswith("lr,init_scale,seed,status")
     try:
@@ -39,11 +44,14 @@ def test_load_sweep_tidy_rows(sweep, tmp_path):
         assert load_sweep(sweep, as_frame=True).shape[0] == 12
 
 
-@pytest.mark.parametrize("args", [
-    ["--x", "lr", "--y", "init_scale", "--measure", "T1"],
-    ["--x", "init_scale", "--y", "lr", "--measure", "phase1.end"],  # boolean: fraction + contour
-    ["--x", "init_scale", "--measure", "loss_T"],  # 1-D line with seed band, one panel per lr
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--x", "lr", "--y", "init_scale", "--measure", "T1"],
+        ["--x", "init_scale", "--y", "lr", "--measure", "phase1.end"],  # boolean: fraction + contour
+        ["--x", "init_scale", "--measure", "loss_T"],  # 1-D line with seed band, one panel per lr
+    ],
+)
 def test_phase_diagram_command(sweep, tmp_path, args, capsys):
     out = tmp_path / "fig.png"
     assert cli.main(["phase-diagram", str(sweep), *args, "--out", str(out)]) == 0
@@ -62,3 +70,7 @@ def test_failed_points_are_in_the_table(sweep):
     recs = [json.loads(f.read_text()) for f in (sweep / "points").glob("*.json")]
     rows = load_sweep(sweep)
     assert sum(r["status"] == "failed" for r in rows) == sum(r["status"] == "failed" for r in recs)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [(r["lr"], r["init_scale"], r["seed"]) for r in failed] == [(0.05, 100.0, 0), (0.1, 100.0, 0)]
+    assert all("max_steps_reached" in r["reason"] and r["T1"] is None and r["phase1.end"] is False for r in failed)
+    assert all(r["reason"] is None and r["T1"] > 0 for r in rows if r["status"] == "ok")

@@ -25,7 +25,7 @@ N_SAMPLES, SEEDS = 12, 3
 def _observables(t: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> dict[str, np.ndarray]:
     """Plausibly shaped trajectories of the tracked quantities on save times `t` (S,)."""
     lt = np.log1p(scale * t)
-    ramp = lambda c: 1.0 - np.exp(-scale * t / c)  # noqa: E731
+    ramp = lambda c: 1.0 - np.exp(-scale * t / c)
     obs = {f"loss_type{k}": np.log(2) / (1.0 + scale * 0.05 * k * t) for k in range(1, 5)}
     obs["loss"] = np.mean([obs[f"loss_type{k}"] for k in range(1, 5)], axis=0)
     obs["per_sample_loss"] = obs["loss"][:, None] * (1 + 0.1 * rng.standard_normal((t.size, N_SAMPLES)))
@@ -40,8 +40,7 @@ def _observables(t: np.ndarray, rng: np.random.Generator, scale: float = 1.0) ->
     obs["attn_disp"] = 0.4 * ramp(50)
     obs["attn_dev"] = 0.05 + obs["attn_disp"]
     s = {k: np.exp(-0.01 * k * t) * (5 - k) for k in range(1, 5)}
-    obs.update({f"S{k}": s[k] for k in s}, S2_over_S3=s[2] / s[3],
-               R=(s[2] + s[3] + s[4] - s[1]) / (s[1] - s[2]))
+    obs.update({f"S{k}": s[k] for k in s}, S2_over_S3=s[2] / s[3], R=(s[2] + s[3] + s[4] - s[1]) / (s[1] - s[2]))
     obs.update({f"g_ratio_type{k}": 1.0 + 0.1 * k * np.sqrt(t) for k in range(1, 5)})
     return obs
 
@@ -59,15 +58,23 @@ def _write_run(path: pathlib.Path, *, failed: bool, with_sgd: bool, t1: float | 
     gd = _observables(t, rng, scale=1.05)
     if not with_sgd:
         del gd["score_31"], gd["g_ratio_type4"]  # missing observables are skipped
-    write_json(path / "config.json", {"config": {"system": "cooccurrence", "seed": 0, "lr": 0.1, "steps": 3000},
-                                      "seed": 0})
+    write_json(
+        path / "config.json", {"config": {"system": "cooccurrence", "seed": 0, "lr": 0.1, "steps": 3000}, "seed": 0}
+    )
     write_npz(path / "flow.npz", {"t": t, **flow})
     write_npz(path / "gd.npz", {"t": t, **gd})
     if with_sgd:
         seeds = [_observables(t, rng, scale=s) for s in np.linspace(0.8, 1.25, SEEDS)]
         write_npz(path / "sgd.npz", {"t": t, **{k: np.stack([o[k] for o in seeds]) for k in seeds[0]}})
-    write_json(path / "summary.json", {"system": "cooccurrence", "phase1_end_time": t1, "gd": {"diverged_step": -1},
-                                       "events": {"phase1_end": {"time": t1, "label": "end of Phase 1", "obs": {}}}})
+    write_json(
+        path / "summary.json",
+        {
+            "system": "cooccurrence",
+            "phase1_end_time": t1,
+            "gd": {"diverged_step": -1},
+            "events": {"phase1_end": {"time": t1, "label": "end of Phase 1", "obs": {}}},
+        },
+    )
     return path
 
 
@@ -132,17 +139,28 @@ def test_bare_run_folder(tmp_path: pathlib.Path):
 def test_event_marks_keep_fired_events_only(tmp_path: pathlib.Path):
     """Marks come from summary.json's `events`: finite positive times, the label (else the name)."""
     write_json(tmp_path / "config.json", {"config": {"system": "cooccurrence"}})
-    write_json(tmp_path / "summary.json", {"events": {
-        "a": {"time": 1.5, "label": "first"}, "b": {"time": 3.0, "label": None}, "never": {"time": None},
-        "inf": {"time": "inf", "label": "x"}, "zero": {"time": 0.0, "label": "y"}, "odd": 7}})
+    write_json(
+        tmp_path / "summary.json",
+        {
+            "events": {
+                "a": {"time": 1.5, "label": "first"},
+                "b": {"time": 3.0, "label": None},
+                "never": {"time": None},
+                "inf": {"time": "inf", "label": "x"},
+                "zero": {"time": 0.0, "label": "y"},
+                "odd": 7,
+            }
+        },
+    )
     assert load_run(tmp_path).event_marks() == [(1.5, "first"), (3.0, "b")]
 
 
 def test_generic_comparison_figure(tmp_path: pathlib.Path, vlines):
     """`flowsim.plot_comparison` draws any observables (missing ones give an empty panel)."""
     run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=True, t1=4.0)
-    png = plot_comparison(load_run(run_dir), {"loss": "loss", "N": "norm", "nope": "missing"}, tmp_path / "c.png",
-                          ncols=2)
+    png = plot_comparison(
+        load_run(run_dir), {"loss": "loss", "N": "norm", "nope": "missing"}, tmp_path / "c.png", ncols=2
+    )
     assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
     assert vlines == [(4.0, "end of Phase 1")] * 3
 

@@ -181,12 +181,13 @@ def test_logistic_loss_stable():
     got = np.asarray(jax.vmap(logistic_loss)(out, jnp.ones(5)))
     np.testing.assert_allclose(got, np.logaddexp(0.0, -np.asarray(out)), rtol=1e-14)
     assert np.all(np.isfinite(got))
-    np.testing.assert_allclose(float(logistic_loss(jnp.asarray(2.0), jnp.asarray(-1.0))), np.log1p(np.exp(2.0)),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        float(logistic_loss(jnp.asarray(2.0), jnp.asarray(-1.0))), np.log1p(np.exp(2.0)), rtol=1e-14
+    )
 
 
 def test_custom_loss_fn(model, data):
-    sq = lambda out, tgt: 0.5 * (out - tgt) ** 2  # noqa: E731
+    sq = lambda out, tgt: 0.5 * (out - tgt) ** 2
     problem = make_problem(model, data.tokens, data.y, loss_fn=sq, trainable=TRAIN_QKVW)
     F, loss = jax.jit(lambda pr, p: (pr.outputs(p), pr.loss(p)))(problem, problem.params0)
     np.testing.assert_allclose(float(loss), np.mean(0.5 * (np.asarray(F) - np.asarray(data.y)) ** 2), rtol=1e-12)
@@ -229,8 +230,7 @@ class _Untouchable(eqx.Module):
         (jnp.zeros((7,), dtype=jnp.int32), jnp.ones(6), "leading axis n=6"),
         ({"a": jnp.zeros((6, 2)), "b": jnp.zeros((3, 2))}, jnp.ones(6), "leading axis n=6"),
     ],
-    ids=["targets-2d", "targets-scalar", "inputs-short", "inputs-transposed",
-         "inputs-1d-wrong", "pytree-leaf-wrong"],
+    ids=["targets-2d", "targets-scalar", "inputs-short", "inputs-transposed", "inputs-1d-wrong", "pytree-leaf-wrong"],
 )
 def test_bad_shapes_raise_value_error(inputs, targets, match):
     with pytest.raises(ValueError, match=match):

@@ -27,8 +27,20 @@ from flowsim._sweep_spec import point_key, shape_group
 MEASURES = measures_of(get_system("cooccurrence"))
 
 # Tiny shapes shared by every sweep test (and tests/test_phase_diagram.py): one compile per process.
-TINY = dict(n=12, L=4, d=16, m=16, m1=16, steps=100, n_save_log=20, n_save_lin=10, batch_size=4,
-            sgd_seeds=2, n_test=200, max_steps=4000)
+TINY = dict(
+    n=12,
+    L=4,
+    d=16,
+    m=16,
+    m1=16,
+    steps=100,
+    n_save_log=20,
+    n_save_lin=10,
+    batch_size=4,
+    sgd_seeds=2,
+    n_test=200,
+    max_steps=4000,
+)
 FLOW_MEASURES = ["T1", "loss_T", "attn_disp_T1", "balance.R"]
 
 
@@ -40,24 +52,27 @@ def files(folder):
     return sorted((pathlib.Path(folder) / "points").glob("*.json"))
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"axes": {"widht": [16]}}, "axis 'widht'"),
-    ({"axes": {"lr": []}}, "axis 'lr'"),
-    ({"axes": {"n": [12, 7]}}, "axis 'n'"),
-    ({"axes": {"init_scale": {"log": [0, 1], "num": 3}}}, "axis 'init_scale'"),
-    ({"axes": {"init_scale": {"log": [1e-3, 1]}}}, "axis 'init_scale'"),
-    ({"axes": {"m": ["wide"]}}, "axis 'm'"),
-    ({"axes": {"lr": [0.1]}, "measures": ["T1", "T2"]}, "measures: unknown ['T2']"),
-    ({"axes": {"lr": [0.1]}, "measures": []}, "measures"),
-    ({"axes": {"lr": [0.1]}, "seeds": 0}, "seeds"),
-    ({"axes": {"batch_size": [4, 24]}}, "axis 'batch_size'"),
-    ({"axes": {"lr": [0.1]}, "bogus": 1}, "unknown spec key"),
-    ({"axes": {"lr": [0.1]}, "system": "nope"}, "system: invalid system='nope'"),
-    ({"axes": {"lr": [0.1]}, "system": 3}, "system: a registered system name"),
-    ({"axes": {"seed": [1, 2]}}, "axis 'seed': give seeds with the top-level `seeds` key"),
-    ({"axes": {"lr": [0.1]}, "base": {**TINY, "system": "cooccurrence"}}, "base: unknown config field 'system'"),
-    ({"axes": {"lr": [0.1]}, "base": {**TINY, "steps": 0}}, "base field 'steps' at point"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"axes": {"widht": [16]}}, "axis 'widht'"),
+        ({"axes": {"lr": []}}, "axis 'lr'"),
+        ({"axes": {"n": [12, 7]}}, "axis 'n'"),
+        ({"axes": {"init_scale": {"log": [0, 1], "num": 3}}}, "axis 'init_scale'"),
+        ({"axes": {"init_scale": {"log": [1e-3, 1]}}}, "axis 'init_scale'"),
+        ({"axes": {"m": ["wide"]}}, "axis 'm'"),
+        ({"axes": {"lr": [0.1]}, "measures": ["T1", "T2"]}, "measures: unknown ['T2']"),
+        ({"axes": {"lr": [0.1]}, "measures": []}, "measures"),
+        ({"axes": {"lr": [0.1]}, "seeds": 0}, "seeds"),
+        ({"axes": {"batch_size": [4, 24]}}, "axis 'batch_size'"),
+        ({"axes": {"lr": [0.1]}, "bogus": 1}, "unknown spec key"),
+        ({"axes": {"lr": [0.1]}, "system": "nope"}, "system: invalid system='nope'"),
+        ({"axes": {"lr": [0.1]}, "system": 3}, "system: a registered system name"),
+        ({"axes": {"seed": [1, 2]}}, "axis 'seed': give seeds with the top-level `seeds` key"),
+        ({"axes": {"lr": [0.1]}, "base": {**TINY, "system": "cooccurrence"}}, "base: unknown config field 'system'"),
+        ({"axes": {"lr": [0.1]}, "base": {**TINY, "steps": 0}}, "base field 'steps' at point"),
+    ],
+)
 def test_spec_errors_name_the_axis(data, needle):
     data = {"base": TINY, "measures": ["T1"], **data}
     with pytest.raises(SweepSpecError, match=None) as e:
@@ -73,7 +88,7 @@ def test_spec_ranges_and_yaml(tmp_path):
     t = SweepSpec.from_file(tmp_path / "s.toml")
     assert t.axes["lr"] == (0.1, 1.0) and t.seeds == (0, 1)
     pytest.importorskip("yaml")
-    (tmp_path / "s.yaml").write_text('measures: [T1]\nseeds: 2\nbase: {n: 12}\naxes: {lr: [0.1, 1]}\n')
+    (tmp_path / "s.yaml").write_text("measures: [T1]\nseeds: 2\nbase: {n: 12}\naxes: {lr: [0.1, 1]}\n")
     assert SweepSpec.from_file(tmp_path / "s.yaml") == t
 
 
@@ -81,8 +96,9 @@ def test_spec_names_its_system():
     """A spec's `system` defaults to the default system; naming it explicitly gives the same spec,
     the same points and the same keys, and it is stored in the normalised spec."""
     implicit = spec({"lr": [0.05, 0.1]})
-    explicit = SweepSpec.from_dict({"system": "cooccurrence", "base": TINY, "axes": {"lr": [0.05, 0.1]},
-                                    "seeds": 1, "measures": FLOW_MEASURES})
+    explicit = SweepSpec.from_dict(
+        {"system": "cooccurrence", "base": TINY, "axes": {"lr": [0.05, 0.1]}, "seeds": 1, "measures": FLOW_MEASURES}
+    )
     assert implicit.system == explicit.system == "cooccurrence" and implicit == explicit
     assert implicit.to_dict()["system"] == "cooccurrence"
     assert [c.system for c in explicit.configs()] == ["cooccurrence"] * 2
@@ -127,16 +143,22 @@ def test_measure_selection_skips_sgd_and_gd():
 
 _BACKEND_COMPILES = [0]
 monitoring.register_event_duration_secs_listener(
-    lambda event, d, **kw: _BACKEND_COMPILES.__setitem__(0, _BACKEND_COMPILES[0] + (
-        event == "/jax/core/compile/backend_compile_duration")))
+    lambda event, d, **kw: _BACKEND_COMPILES.__setitem__(
+        0, _BACKEND_COMPILES[0] + (event == "/jax/core/compile/backend_compile_duration")
+    )
+)
 
 
 def test_no_recompilation_across_lr_init_scale_seed(tmp_path):
     measures = ["T1", "flow_gd_gap"]  # flow and GD
     run_sweep(spec({"lr": [0.05]}, measures), tmp_path / "warm", workers=1, progress=False)
     before = _BACKEND_COMPILES[0]
-    r = run_sweep(spec({"lr": [0.02, 0.1], "init_scale": [0.7, 1.5]}, measures, seeds=[1, 2]),
-                  tmp_path / "sweep", workers=1, progress=False)
+    r = run_sweep(
+        spec({"lr": [0.02, 0.1], "init_scale": [0.7, 1.5]}, measures, seeds=[1, 2]),
+        tmp_path / "sweep",
+        workers=1,
+        progress=False,
+    )
     assert r.done == 8
     assert _BACKEND_COMPILES[0] == before, "a traced value (lr, init_scale, seed) caused an XLA compile"
     recs = [json.loads(f.read_text()) for f in files(tmp_path / "sweep")]
@@ -144,8 +166,7 @@ def test_no_recompilation_across_lr_init_scale_seed(tmp_path):
 
 
 def test_diverging_point_is_recorded_and_sweep_goes_on(tmp_path):
-    r = run_sweep(spec({"lr": [30.0, 0.05]}, ["T1", "flow_gd_gap", "gd_diverged"]), tmp_path, workers=1,
-                  progress=False)
+    r = run_sweep(spec({"lr": [30.0, 0.05]}, ["T1", "flow_gd_gap", "gd_diverged"]), tmp_path, workers=1, progress=False)
     recs = {json.loads(f.read_text())["axes"]["lr"]: json.loads(f.read_text()) for f in files(tmp_path)}
     assert r.done == 2 and r.failed == 1
     assert recs[30.0]["status"] == "failed" and "GD diverged" in recs[30.0]["reason"]
@@ -176,12 +197,20 @@ run_sweep(spec, sys.argv[1], workers=2, progress=False)
 def test_resume_after_sigkill_loses_and_redoes_nothing(tmp_path):
     """A sweep on a pool of 2 worker processes is SIGKILLed mid-run; the rerun (in this process)
     keeps every finished file untouched and runs exactly the missing points."""
-    data = {"base": TINY, "axes": {"lr": [0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16],
-                                   "init_scale": [1.0, 1.5]}, "seeds": 2, "measures": FLOW_MEASURES}
+    data = {
+        "base": TINY,
+        "axes": {"lr": [0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16], "init_scale": [1.0, 1.5]},
+        "seeds": 2,
+        "measures": FLOW_MEASURES,
+    }
     out = tmp_path / "sweep"
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(spec=data), str(out)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(spec=data), str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while len(files(out)) < 3 and time.time() < deadline and child.poll() is None:
@@ -205,10 +234,17 @@ def test_dask_two_workers(tmp_path):
     share this process's compiled solves, which keeps the test fast; the process-based default
     LocalCluster is the slow test below)."""
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        r = run_sweep(spec({"lr": [0.05, 0.1]}, seeds=2), tmp_path, workers=2, use_dask=True,
-                      scheduler=cluster.scheduler_address, progress=False)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        r = run_sweep(
+            spec({"lr": [0.05, 0.1]}, seeds=2),
+            tmp_path,
+            workers=2,
+            use_dask=True,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
     recs = [json.loads(f.read_text()) for f in files(tmp_path)]
     assert r.done == 4 and all(rec["measures"].keys() == set(FLOW_MEASURES) for rec in recs)
 

@@ -114,9 +114,15 @@ def test_bad_config_is_refused_with_one_line(name, capsys):
 def test_sweep_phase_diagram_and_compare(name, tmp_path):
     system = flowsim.get_system(name)
     own = [m.name for m in system.measures()]
-    spec = flowsim.SweepSpec.from_dict({"system": name, "base": dict(system.smoke), "seeds": 1,
-                                        "axes": {"lr": [system.smoke["lr"], system.smoke["lr"] / 2]},
-                                        "measures": [own[0], next(iter(system.verdict_needs))]})
+    spec = flowsim.SweepSpec.from_dict(
+        {
+            "system": name,
+            "base": dict(system.smoke),
+            "seeds": 1,
+            "axes": {"lr": [system.smoke["lr"], system.smoke["lr"] / 2]},
+            "measures": [own[0], next(iter(system.verdict_needs))],
+        }
+    )
     report = flowsim.run_sweep(spec, tmp_path / "sw", workers=1, progress=False)
     assert report.done == 2 and report.failed == 0
     rows = flowsim.load_sweep(tmp_path / "sw")
@@ -128,7 +134,7 @@ def test_sweep_phase_diagram_and_compare(name, tmp_path):
 
 
 def test_toy_system_through_the_cli(tmp_path, capsys):
-    smoke = {k: v for k, v in toy_system.SYSTEM.smoke.items()}
+    smoke = dict(toy_system.SYSTEM.smoke)
     opts = [x for k, v in smoke.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     assert main(["systems"]) == 0
     assert "toy-linreg" in capsys.readouterr().out
@@ -137,10 +143,26 @@ def test_toy_system_through_the_cli(tmp_path, capsys):
     assert {v["name"] for v in summary["verdicts"]} >= {"toy.loss_decreases", "toy.fitted"}
     assert main(["plot", str(tmp_path / "run")]) == 0
     spec = tmp_path / "spec.toml"
-    spec.write_text('system = "toy-linreg"\nname = "toy"\nseeds = 1\nmeasures = ["loss_T", "toy.fitted"]\n'
-                    "[base]\n" + "".join(f"{k} = {v}\n" for k, v in smoke.items()) + "[axes]\nk = [2, 3]\n")
+    spec.write_text(
+        'system = "toy-linreg"\nname = "toy"\nseeds = 1\nmeasures = ["loss_T", "toy.fitted"]\n'
+        "[base]\n" + "".join(f"{k} = {v}\n" for k, v in smoke.items()) + "[axes]\nk = [2, 3]\n"
+    )
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--workers", "1", "--quiet"]) == 0
     assert main(["phase-diagram", str(tmp_path / "sw"), "--x", "k", "--measure", "loss_T"]) == 0
-    assert main(["compare", "toy-linreg", "--dynamics", "gf,igr", "--keys", "loss,dist", "--out",
-                 str(tmp_path / "cmp"), *opts]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "toy-linreg",
+                "--dynamics",
+                "gf,igr",
+                "--keys",
+                "loss,dist",
+                "--out",
+                str(tmp_path / "cmp"),
+                *opts,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cmp" / "overlay.png").is_file()

@@ -1,4 +1,5 @@
-"""Tests of the co-occurrence task (`flowsim.systems.cooccurrence.data`): the training set and the population sampler."""
+"""Tests of the co-occurrence task (`flowsim.systems.cooccurrence.data`): the training set and the
+population sampler."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from flowsim.systems.cooccurrence.config import n_random_slots
 from flowsim.systems.cooccurrence.data import (
@@ -80,9 +80,10 @@ def test_make_dataset_exact_type_counts(n, L, d):
     assert int((y == 1).sum()) == n // 2 and int((y == -1).sum()) == n // 2
 
 
-@pytest.mark.parametrize(("n", "L", "d", "distinct"),
-                         [(60, 5, 64, False), (60, 5, 163, True), (6, 3, 4, False), (6, 3, 7, True),
-                          (12, 8, 30, False)])
+@pytest.mark.parametrize(
+    ("n", "L", "d", "distinct"),
+    [(60, 5, 64, False), (60, 5, 163, True), (6, 3, 4, False), (6, 3, 7, True), (12, 8, 30, False)],
+)
 def test_make_dataset_invariants(n, L, d, distinct):
     data = make_dataset(n, L, d, seed=1, distinct_tokens=distinct)
     check_invariants(data, L, d)
@@ -248,7 +249,7 @@ def test_sample_population_property(num, L, d, seed):
 
 @pytest.mark.parametrize("L, d", [(2, 10), (5, 3)])
 def test_generators_reject_shapes_outside_the_task(L, d):
-    with pytest.raises(ValueError, match="L must be|d must be"):
+    with pytest.raises(ValueError, match=r"L must be|d must be"):
         make_dataset(6, L, d, seed=0)
-    with pytest.raises(ValueError, match="L must be|d must be"):
+    with pytest.raises(ValueError, match=r"L must be|d must be"):
         sample_population(jax.random.PRNGKey(0), 8, L, d)

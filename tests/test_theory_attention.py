@@ -1,9 +1,15 @@
-"""Phase-2 attention predictions measured on the exact reduced flow (`flowsim.systems.cooccurrence.theory.attention`)."""
+"""Phase-2 attention predictions measured on the exact reduced flow
+(`flowsim.systems.cooccurrence.theory.attention`)."""
 
 import numpy as np
 
-from flowsim.systems.cooccurrence.theory.attention import (RATIO_MIN, _projections, attention_displacement_vs_L,
-                                                           score_change_projections, theory_C_scale)
+from flowsim.systems.cooccurrence.theory.attention import (
+    RATIO_MIN,
+    _projections,
+    attention_displacement_vs_L,
+    score_change_projections,
+    theory_C_scale,
+)
 from flowsim.systems.cooccurrence.theory.t1 import theory_init_scales
 
 
@@ -19,7 +25,7 @@ def test_projection_convention_and_theory_scale():
     assert not _projections(-dS)["signs_ok"]
     m, m1, L = 4096, 256, 5
     s0, s1 = theory_init_scales(m, m1, L)
-    assert np.isclose(theory_C_scale(s0, s1, m, m1, L), 1 / (L ** 2 * m ** 1.5) + 1 / (L * m ** 2))
+    assert np.isclose(theory_C_scale(s0, s1, m, m1, L), 1 / (L**2 * m**1.5) + 1 / (L * m**2))
 
 
 def test_score_change_signs_and_separation():

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 import flowsim
-from flowsim.systems.cooccurrence.theory import GramObserver, ReducedGramFlow, gram_of, loss_from_SG, reduce_problem, wishart_gram
+from flowsim.systems.cooccurrence.theory import (
+    GramObserver,
+    ReducedGramFlow,
+    gram_of,
+    loss_from_SG,
+    reduce_problem,
+    wishart_gram,
+)
 
 # Two initialisations of one shape, so each flow compiles once for both (the test budget is < 60 s).
 CONFIGS = {
@@ -22,7 +29,7 @@ def pair(request):
 
 
 def test_loss_from_SG_matches_model(pair):
-    s, rp = pair
+    s, _ = pair
     model = s.problem.model(s.problem.params0)
     direct = loss_from_SG(model.scores(), model.G(), s.data.tokens, s.data.y, model.m)
     np.testing.assert_allclose(float(direct), float(s.problem.loss(s.problem.params0)), rtol=1e-14)
@@ -87,8 +94,11 @@ def test_wishart_moments_match_direct_draw():
     s0, s1 = 1 / np.sqrt(L * m), 1 / np.sqrt(m1)
     keys = jax.random.split(jax.random.PRNGKey(0), reps)
     bart = np.asarray(jax.vmap(lambda k: wishart_gram(k, d, m, m1, s0, s1))(keys))
-    direct = np.asarray(jax.vmap(lambda k: gram_of(flowsim.init_transformer(k, d, m, m1, init="theory", L=L)))(
-        jax.random.split(jax.random.PRNGKey(1), reps)))
+    direct = np.asarray(
+        jax.vmap(lambda k: gram_of(flowsim.init_transformer(k, d, m, m1, init="theory", L=L)))(
+            jax.random.split(jax.random.PRNGKey(1), reps)
+        )
+    )
     sd = np.array([s0] * (3 * d) + [s1 * np.sqrt(m1)])
     var = m * (np.outer(sd**2, sd**2) + np.diag(sd**4))
     mean = m * np.diag(sd**2)

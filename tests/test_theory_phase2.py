@@ -82,11 +82,16 @@ def test_loss_law_fit_recovers_a_known_law():
     t1, loss_t1, c = 0.5, 0.2, 0.3
     t = np.linspace(0.0, 50.0, 200)
     N = 10 + 0.1 * t
-    X = 10 * (t - t1) + 0.05 * (t ** 2 - t1 ** 2)
+    X = 10 * (t - t1) + 0.05 * (t**2 - t1**2)
     loss = 1 / (c * X + 1 / loss_t1)
     margin = np.ones((t.size, 12))
-    fit = loss_law_fit(t, {"loss": loss, "N": N, "margin": margin}, t1, {"loss": loss_t1, "N": 10 + 0.1 * t1},
-                       np.repeat([1, 2, 3, 4], [6, 2, 2, 2]))
+    fit = loss_law_fit(
+        t,
+        {"loss": loss, "N": N, "margin": margin},
+        t1,
+        {"loss": loss_t1, "N": 10 + 0.1 * t1},
+        np.repeat([1, 2, 3, 4], [6, 2, 2, 2]),
+    )
     assert fit["c"] == pytest.approx(c, rel=1e-3)
     assert fit["max_rel_error"] < 1e-3
     assert fit["c_first_half"] == pytest.approx(fit["c_second_half"], rel=1e-2)
@@ -118,8 +123,9 @@ def test_random_token_overlap_counts_shared_tokens(small_setup):
     p2 = phase2_problem(s.problem, s.problem.params0, s.data.kind, random_tokens=True)
     tok, y = np.asarray(s.data.tokens), np.asarray(s.data.y)
     counts = [Counter(int(t) for t in row if t >= 3) for row in tok]
-    want = np.array([[y[i] * y[j] * sum(ci[t] * cj[t] for t in ci) for j, cj in enumerate(counts)]
-                     for i, ci in enumerate(counts)])
+    want = np.array(
+        [[y[i] * y[j] * sum(ci[t] * cj[t] for t in ci) for j, cj in enumerate(counts)] for i, ci in enumerate(counts)]
+    )
     np.testing.assert_allclose(np.asarray(p2.frozen.overlap), want)
     assert np.count_nonzero(want - np.diag(np.diag(want))) > 0
     sol = integrate(Phase2System(), p2, jnp.asarray([0.0, 0.5]), phase2_observer)

@@ -17,8 +17,12 @@ def _trajectory():
     t = np.concatenate([[0.0], np.geomspace(1e-3, 300, 80)])
     flow = {"t": t, "loss": 0.7 / (1 + 3 * t), "min_margin": np.log1p(t / T1) - np.log(2)}
     ramp = t / (1 + t)
-    flow.update(G1=0.1 + 3 * np.minimum(t / T1, 1) + ramp, G2=-0.2 + 3 * np.minimum(t / T1, 1) + ramp,
-                G3=-0.1 - 2 * np.minimum(t / T1, 1) - ramp, N=np.full_like(t, 10.0))
+    flow.update(
+        G1=0.1 + 3 * np.minimum(t / T1, 1) + ramp,
+        G2=-0.2 + 3 * np.minimum(t / T1, 1) + ramp,
+        G3=-0.1 - 2 * np.minimum(t / T1, 1) - ramp,
+        N=np.full_like(t, 10.0),
+    )
     for k in SCORE_KEYS:
         flow[k] = np.full_like(t, 0.05)
     for k, sgn in PHASE2_DIRECTIONS.items():

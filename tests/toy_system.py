@@ -37,8 +37,9 @@ class ToyConfig:
     n: int = flowsim.field(16, "training samples", low=1, high=10_000, shape=True)
     k: int = flowsim.field(3, "input dimension", low=1, high=1000, shape=True)
     init_scale: float = flowsim.field(1.0, "initial weight scale", low=0.0, low_open=True, high=100.0)
-    loss_target: float = flowsim.field(0.05, "the 'fitted' event fires when the loss falls below this",
-                                       low=0.0, low_open=True, high=1e6)
+    loss_target: float = flowsim.field(
+        0.05, "the 'fitted' event fires when the loss falls below this", low=0.0, low_open=True, high=1e6
+    )
 
     def __post_init__(self) -> None:
         flowsim.check_fields(self)
@@ -50,8 +51,11 @@ class Observer(eqx.Module):
 
     def __call__(self, t: Array, params: PyTree, problem: flowsim.Problem) -> dict[str, Array]:
         model = problem.model(params)
-        return {"loss": problem.loss(params), "w_norm": jnp.linalg.norm(model.w),
-                "dist": jnp.linalg.norm(model.w - self.w_star)}
+        return {
+            "loss": problem.loss(params),
+            "w_norm": jnp.linalg.norm(model.w),
+            "dist": jnp.linalg.norm(model.w - self.w_star),
+        }
 
 
 @final
@@ -65,12 +69,25 @@ class LossBelow(eqx.Module):
 def _verdicts(run: flowsim.RunRecord) -> list[flowsim.Verdict]:
     flow = run.obs("flow")
     assert flow is not None
-    out = [flowsim.verdict("toy.loss_decreases", "the flow's loss never increases",
-                           {"max_increase": float(np.max(np.diff(flow["loss"])))}, "max increase <= 1e-10",
-                           bool(np.max(np.diff(flow["loss"])) <= 1e-10))]
+    out = [
+        flowsim.verdict(
+            "toy.loss_decreases",
+            "the flow's loss never increases",
+            {"max_increase": float(np.max(np.diff(flow["loss"])))},
+            "max increase <= 1e-10",
+            bool(np.max(np.diff(flow["loss"])) <= 1e-10),
+        )
+    ]
     t_fit = run.event_time("fitted")
-    out.append(flowsim.verdict("toy.fitted", "the loss falls below its target", {"t_fitted": t_fit},
-                               "the 'fitted' event fires", t_fit is not None))
+    out.append(
+        flowsim.verdict(
+            "toy.fitted",
+            "the loss falls below its target",
+            {"t_fitted": t_fit},
+            "the 'fitted' event fires",
+            t_fit is not None,
+        )
+    )
     gd = run.obs("gd")
     if gd is not None:
         gap = flowsim.rel_gap(gd["loss"], flow["loss"], pointwise=True)
@@ -90,16 +107,29 @@ class ToySystem(flowsim.AbstractSystem):
     summary: ClassVar[str] = "linear regression towards a teacher (test system)"
     config_type: ClassVar[type] = ToyConfig
     verdict_needs: ClassVar[Mapping[str, frozenset[str]]] = {
-        "toy.loss_decreases": frozenset({"flow"}), "toy.fitted": frozenset({"flow"}),
-        "toy.gd_tracks_flow": frozenset({"flow", "gd"}), "toy.sgd_spread": frozenset({"flow", "sgd"})}
+        "toy.loss_decreases": frozenset({"flow"}),
+        "toy.fitted": frozenset({"flow"}),
+        "toy.gd_tracks_flow": frozenset({"flow", "gd"}),
+        "toy.sgd_spread": frozenset({"flow", "sgd"}),
+    }
     predictions: ClassVar[Mapping[str, flowsim.Prediction]] = {}
-    smoke: ClassVar[Mapping[str, Any]] = {"n": 16, "k": 3, "lr": 0.05, "steps": 100, "n_save_log": 10,
-                                          "n_save_lin": 10, "batch_size": 4, "sgd_seeds": 2}
+    smoke: ClassVar[Mapping[str, Any]] = {
+        "n": 16,
+        "k": 3,
+        "lr": 0.05,
+        "steps": 100,
+        "n_save_log": 10,
+        "n_save_lin": 10,
+        "batch_size": 4,
+        "sgd_seeds": 2,
+    }
 
     def train_size(self, task: ToyConfig) -> int:
         return task.n
 
-    def setup(self, config: flowsim.Config, keys: flowsim.RunKeys, model: Any = None, data: Any = None) -> flowsim.Setup:
+    def setup(
+        self, config: flowsim.Config, keys: flowsim.RunKeys, model: Any = None, data: Any = None
+    ) -> flowsim.Setup:
         task: ToyConfig = config.task
         dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         kx, kw = jax.random.split(keys.data)
@@ -125,9 +155,15 @@ class ToySystem(flowsim.AbstractSystem):
         return _verdicts(run)
 
     def measures(self) -> Sequence[flowsim.Measure]:
-        return [flowsim.Measure("loss_T", frozenset({"flow"}), lambda r: r.flow.obs["loss"][-1], "flow loss at T"),
-                flowsim.Measure("t_fitted", frozenset({"flow"}), lambda r: r.event_time("fitted"),
-                                "time the loss falls below its target")]
+        return [
+            flowsim.Measure("loss_T", frozenset({"flow"}), lambda r: r.flow.obs["loss"][-1], "flow loss at T"),
+            flowsim.Measure(
+                "t_fitted",
+                frozenset({"flow"}),
+                lambda r: r.event_time("fitted"),
+                "time the loss falls below its target",
+            ),
+        ]
 
     def summary_extras(self, run: flowsim.RunRecord) -> dict[str, Any]:
         return {"final_loss": float(run.flow.obs["loss"][-1])} if run.flow is not None else {}

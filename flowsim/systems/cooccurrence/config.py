@@ -36,14 +36,16 @@ class CooccurrenceConfig:
     `train_a` also trains the fixed +-1 read-out `a`. `n_test` fresh samples for the generalization loss.
     """
 
-    n: int = field(60, "training samples (a multiple of 6: type counts n/2, n/6, n/6, n/6)", low=1, high=60_000,
-                   shape=True)
+    n: int = field(
+        60, "training samples (a multiple of 6: type counts n/2, n/6, n/6, n/6)", low=1, high=60_000, shape=True
+    )
     L: int = field(5, "sequence length (>= 3: mu_1, mu_2, mu_3 must fit)", low=1, high=4096, shape=True)
     d: int = field(64, "vocabulary size = embedding dimension (one-hot tokens)", low=1, high=100_000, shape=True)
     m: int = field(128, "attention width (rows of W_Q, W_K, W_V)", low=1, high=65_536, shape=True)
     m1: int = field(256, "MLP width (rows of W)", low=1, high=65_536, shape=True)
-    init: str = field("kaiming", "initialisation: kaiming (the experiment) or theory (Condition 1)",
-                      choices=INITS, shape=True)
+    init: str = field(
+        "kaiming", "initialisation: kaiming (the experiment) or theory (Condition 1)", choices=INITS, shape=True
+    )
     init_scale: float = field(1.0, "factor on every initial weight", low=0.0, low_open=True, high=1e6)
     train_a: bool = field(False, "also train the +-1 read-out a", shape=True)
     distinct_tokens: bool = field(False, "random tokens distinct across the training set (Assumption 2.3)")
@@ -56,8 +58,18 @@ class CooccurrenceConfig:
         require(self.d >= 4, "d", "an integer >= 4 (3 special tokens plus at least one random token)", self.d)
         if self.distinct_tokens:
             need = n_random_slots(self.n, self.L) + 3
-            require(self.d >= need, "d", f">= {need} for distinct_tokens=True with n={self.n}, L={self.L} "
-                    "(3 special tokens + one vocabulary entry per random-token slot)", self.d)
+            require(
+                self.d >= need,
+                "d",
+                f">= {need} for distinct_tokens=True with n={self.n}, L={self.L} "
+                "(3 special tokens + one vocabulary entry per random-token slot)",
+                self.d,
+            )
         params = self.m * (3 * self.d + self.m1) + self.m1
-        require(params <= 50_000_000, "m", f"small enough that the model has <= 5e7 parameters "
-                f"(m, m1, d = {self.m}, {self.m1}, {self.d} give {params:.3g})", self.m)
+        require(
+            params <= 50_000_000,
+            "m",
+            f"small enough that the model has <= 5e7 parameters "
+            f"(m, m1, d = {self.m}, {self.m1}, {self.d} give {params:.3g})",
+            self.m,
+        )

@@ -69,7 +69,7 @@ def _fill(kind: np.ndarray, L: int, d: int, rng: np.random.Generator, distinct: 
         pos = rng.permutation(L)
         row = np.empty(L, dtype=np.int64)
         row[pos[: len(spec)]] = spec
-        for p in pos[len(spec):]:
+        for p in pos[len(spec) :]:
             row[p] = pool.pop()
         tokens[i] = row
     return tokens
@@ -104,8 +104,14 @@ def sample_population(key: jax.Array, num: int, L: int, d: int) -> CooccurrenceD
     # Position order per sample: the first three positions of the permutation host mu_3, mu_1, mu_2.
     perm = jax.vmap(lambda k: jax.random.permutation(k, L))(jax.random.split(k_perm, num))
     rand = jax.random.randint(k_rand, (num, L), N_SPECIAL, d)
-    want = jnp.stack([jnp.full_like(kind, MU3), jnp.where((kind == 1) | (kind == 2), MU1, -1),
-                      jnp.where((kind == 1) | (kind == 3), MU2, -1)], axis=1)  # (num, 3); -1 = unused
+    want = jnp.stack(
+        [
+            jnp.full_like(kind, MU3),
+            jnp.where((kind == 1) | (kind == 2), MU1, -1),
+            jnp.where((kind == 1) | (kind == 3), MU2, -1),
+        ],
+        axis=1,
+    )  # (num, 3); -1 = unused
 
     def place(row_rand, p, w):
         row = row_rand

@@ -55,8 +55,7 @@ def plot_losses(run: RunData, path: str | os.PathLike) -> pathlib.Path:
     with figure(path, run, "Training loss of the gradient flow (Fig. 1b)") as (ax,):
         plot_series(ax, run.flow, "loss", log_y=True, color="k", lw=2.2, label="total loss")
         for k in range(1, 5):
-            plot_series(ax, run.flow, f"loss_type{k}", log_y=True, color=f"C{k - 1}", lw=1.4,
-                  label=f"type-{k} samples")
+            plot_series(ax, run.flow, f"loss_type{k}", log_y=True, color=f"C{k - 1}", lw=1.4, label=f"type-{k} samples")
         time_axis(ax, run.event_marks(), ylabel="loss", log_y=True, legend_loc="lower left")
     return pathlib.Path(path)
 
@@ -72,9 +71,16 @@ def plot_flow_vs_discrete(run: RunData, path: str | os.PathLike) -> pathlib.Path
     Returns:
         `path` as a `pathlib.Path`.
     """
-    panels = {"loss": "training loss", "min_margin": "min margin", "G1": r"$G(\mu_1)$",
-              "G2": r"$G(\mu_2)$", "G3": r"$G(\mu_3)$", "score_12": _score_label("score_12"),
-              "score_31": _score_label("score_31"), "attn_disp": r"max $|p(t) - p(0)|$"}
+    panels = {
+        "loss": "training loss",
+        "min_margin": "min margin",
+        "G1": r"$G(\mu_1)$",
+        "G2": r"$G(\mu_2)$",
+        "G3": r"$G(\mu_3)$",
+        "score_12": _score_label("score_12"),
+        "score_31": _score_label("score_31"),
+        "attn_disp": r"max $|p(t) - p(0)|$",
+    }
     return plot_comparison(run, panels, path)
 
 
@@ -91,20 +97,26 @@ def plot_balancing(run: RunData, path: str | os.PathLike) -> pathlib.Path:
         `path` as a `pathlib.Path`.
     """
     with figure(path, run, "Balancing of the per-sample gradients", 1, 3, figsize=(15.0, 4.5)) as axes:
-        for ax, key, band, ylabel in ((axes[0], "S2_over_S3", (0.5, 2.0), "$S_2 / S_3$"),
-                                      (axes[1], "R", (1.0, 2.0), "$R$")):
+        for ax, key, band, ylabel in (
+            (axes[0], "S2_over_S3", (0.5, 2.0), "$S_2 / S_3$"),
+            (axes[1], "R", (1.0, 2.0), "$R$"),
+        ):
             styles = flow_gd(ax, run, {key: ylabel})
             ax.axhspan(*band, color="C2", alpha=0.15, lw=0, label=f"band [{band[0]:g}, {band[1]:g}]")
             time_axis(ax, run.event_marks(), ylabel=ylabel, title=ylabel, legend=styles)
-        styles = flow_gd(ax=axes[2], run=run, log_y=True,
-                          keys={f"g_ratio_type{k}": f"type {k}" for k in range(1, 5)})
-        time_axis(axes[2], run.event_marks(), ylabel=r"$\max g_i / \min g_i$ within a type",
-                   title="spread of $g_i$ within each type", log_y=True, legend=styles)
+        styles = flow_gd(ax=axes[2], run=run, log_y=True, keys={f"g_ratio_type{k}": f"type {k}" for k in range(1, 5)})
+        time_axis(
+            axes[2],
+            run.event_marks(),
+            ylabel=r"$\max g_i / \min g_i$ within a type",
+            title="spread of $g_i$ within each type",
+            log_y=True,
+            legend=styles,
+        )
     return pathlib.Path(path)
 
 
-def plot_run(run_or_path: RunData | str | os.PathLike,
-             out_dir: str | os.PathLike | None = None) -> list[pathlib.Path]:
+def plot_run(run_or_path: RunData | str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[pathlib.Path]:
     """Draw all four figures of a run: `attention_scores.png`, `losses.png`,
     `flow_vs_discrete.png` and `balancing.png`.
 
@@ -119,5 +131,3 @@ def plot_run(run_or_path: RunData | str | os.PathLike,
     out = pathlib.Path(out_dir) if out_dir is not None else run.path
     fns = (plot_attention_scores, plot_losses, plot_flow_vs_discrete, plot_balancing)
     return [fn(run, out / name) for fn, name in zip(fns, FILENAMES)]
-
-

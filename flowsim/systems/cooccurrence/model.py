@@ -78,6 +78,7 @@ def init_transformer(
     """
     kq, kk, kv, kw, ka = jax.random.split(key, 5)
     if init == "kaiming":
+
         def draw(k, shape, fan_in):
             b = 1.0 / jnp.sqrt(fan_in)
             return jax.random.uniform(k, shape, dtype, -b, b)

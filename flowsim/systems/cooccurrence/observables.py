@@ -63,8 +63,9 @@ class CooccurrenceObserver(eqx.Module):
         tokens = problem.inputs
         obs = margin_observables(problem.targets * problem.outputs(params), self.kind, self.overlap)
         Gv = model.G()
-        obs.update(G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]),
-                   G_rand_min=jnp.min(Gv[N_SPECIAL:]))
+        obs.update(
+            G1=Gv[MU1], G2=Gv[MU2], G3=Gv[MU3], G_rand_max=jnp.max(Gv[N_SPECIAL:]), G_rand_min=jnp.min(Gv[N_SPECIAL:])
+        )
         u = model.u()
         obs["N"] = u @ u
         sc = model.scores()
@@ -88,15 +89,16 @@ class CooccurrenceObserver(eqx.Module):
         return obs
 
 
-def margin_observables(margin: Float[Array, " n"], kind: Int[Array, " n"],
-                       overlap: Float[Array, "n n"] | None = None) -> dict[str, Array]:
+def margin_observables(
+    margin: Float[Array, " n"], kind: Int[Array, " n"], overlap: Float[Array, "n n"] | None = None
+) -> dict[str, Array]:
     """Everything that depends on the margins y_i F(X_i) and sample types alone: `loss`,
     `loss_type1..4`, `per_sample_loss`, `margin`, `min_margin`, `S1..S4`, `S2_over_S3`, `R`,
     `R_star` (the paper's balancing fixed point, `balance_fixed_point`), `g_ratio_type1..4`; with the
     random-token `overlap` (`random_token_overlap`) also `R_star_random`, the fixed point with the
     random tokens' own G counted.
 
-    Shared by the full model's observer and the reduced systems of `flowsim.theory`, whose states
+    Shared by the full model's observer and the reduced systems of `flowsim.systems.cooccurrence.theory`, whose states
     carry margins but no weights.
     """
     ell = jax.nn.softplus(-margin)
@@ -128,8 +130,9 @@ def _onehot(kind: Int[Array, " n"], dtype) -> Float[Array, "n 4"]:
     return (kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(dtype)
 
 
-def balance_fixed_point(margin: Float[Array, " n"], kind: Int[Array, " n"],
-                        overlap: Float[Array, "n n"] | None = None) -> Float[Array, ""]:
+def balance_fixed_point(
+    margin: Float[Array, " n"], kind: Int[Array, " n"], overlap: Float[Array, "n n"] | None = None
+) -> Float[Array, ""]:
     """R*: the positive root of a R^2 + b R + c (Lem. 4.5/F.6), the value R(t) is pulled towards.
 
     With D_k = sum over type k of |g'(z_i)| = g_i (1 - g_i): a = D1 + D2, b = D3 + D4 - D1,

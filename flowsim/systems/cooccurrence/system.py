@@ -51,6 +51,7 @@ def _fig(verdict: str, figure: str):
     def get(r: RunRecord) -> Any:
         v = {x.name: x for x in evaluate_record(r)}.get(verdict)
         return None if v is None else v.figures.get(figure)
+
     return get
 
 
@@ -73,22 +74,41 @@ def _measures() -> list[Measure]:
         return lambda r: None if r.event_obs(PHASE1_END) is None else r.event_obs(PHASE1_END)[key]
 
     return [
-        Measure("T1", flow, lambda r: r.event_time(PHASE1_END),
-                "end of Phase 1 (min-margin event time); null if it never fires before T"),
+        Measure(
+            "T1",
+            flow,
+            lambda r: r.event_time(PHASE1_END),
+            "end of Phase 1 (min-margin event time); null if it never fires before T",
+        ),
         Measure("loss_T", flow, obs_T("loss"), "flow training loss at T"),
         Measure("min_margin_T", flow, obs_T("min_margin"), "flow min margin at T"),
         Measure("attn_disp_T1", flow, at_t1("attn_disp"), "max |p(T1) - p(0)| of the attention weights"),
         Measure("attn_disp_T", flow, obs_T("attn_disp"), "max |p(T) - p(0)|"),
-        Measure("S2_S3_worst_ratio", flow, _fig("balance.S2_S3", "worst_max_ratio"),
-                "max over Phase 2 of max(S2/S3, S3/S2) (1 = perfect balance)"),
-        Measure("R_in_12_fraction", flow, _fig("balance.R", "fraction_in_(1,2)"),
-                "fraction of Phase 2 with 1 < R < 2"),
-        Measure("flow_gd_gap", both, _fig("compare.flow_gd", "max_rel_gap_loss"),
-                "max pointwise relative gap between the GD and flow losses"),
-        Measure("flow_sgd_gap", every, _fig("compare.flow_sgd", "max_rel_gap_loss_sgd_mean"),
-                "max pointwise relative gap between the SGD seed-mean loss and the flow loss"),
-        Measure("sgd_envelope_fraction", every, _fig("compare.flow_sgd", "fraction_inside_sgd_envelope"),
-                "fraction of save times with the flow loss inside the SGD seed envelope"),
+        Measure(
+            "S2_S3_worst_ratio",
+            flow,
+            _fig("balance.S2_S3", "worst_max_ratio"),
+            "max over Phase 2 of max(S2/S3, S3/S2) (1 = perfect balance)",
+        ),
+        Measure("R_in_12_fraction", flow, _fig("balance.R", "fraction_in_(1,2)"), "fraction of Phase 2 with 1 < R < 2"),
+        Measure(
+            "flow_gd_gap",
+            both,
+            _fig("compare.flow_gd", "max_rel_gap_loss"),
+            "max pointwise relative gap between the GD and flow losses",
+        ),
+        Measure(
+            "flow_sgd_gap",
+            every,
+            _fig("compare.flow_sgd", "max_rel_gap_loss_sgd_mean"),
+            "max pointwise relative gap between the SGD seed-mean loss and the flow loss",
+        ),
+        Measure(
+            "sgd_envelope_fraction",
+            every,
+            _fig("compare.flow_sgd", "fraction_inside_sgd_envelope"),
+            "fraction of save times with the flow loss inside the SGD seed envelope",
+        ),
     ]
 
 
@@ -96,22 +116,34 @@ def _predictions() -> dict[str, Prediction]:
     from . import theory
 
     return {
-        "t1": Prediction("T1 along one axis (m, m1, sigma1) on the exact reduced flow",
-                         lambda axis, values, seeds, config, **kw: theory.t1_scaling(axis, values, seeds, **kw),
-                         theory.t1_scaling, ("m", "m1", "sigma1"), lambda axis: axis != "sigma1"),
-        "t1-full": Prediction("T1 vs width with the full model (any Config regime) vs Lem 4.1's rate",
-                              lambda axis, values, seeds, config, **kw: theory.t1_full_model(config, values, seeds,
-                                                                                             **kw),
-                              theory.t1_full_model),
-        "phase2": Prediction("the paper's Phase-2 system, loss law and balancing, across m or n",
-                             lambda axis, values, seeds, config, **kw: theory.phase2_scan(axis, values, seeds, **kw),
-                             theory.phase2_scan, ("m", "n")),
-        "displacement": Prediction("attention displacement at a loss target vs L",
-                                   lambda axis, values, seeds, config, **kw: theory.attention_displacement_vs_L(
-                                       values, seeds, **kw), theory.attention_displacement_vs_L),
-        "scores": Prediction("C_ij projections of the score change vs width",
-                             lambda axis, values, seeds, config, **kw: theory.score_change_projections(
-                                 values, seeds, **kw), theory.score_change_projections),
+        "t1": Prediction(
+            "T1 along one axis (m, m1, sigma1) on the exact reduced flow",
+            lambda axis, values, seeds, config, **kw: theory.t1_scaling(axis, values, seeds, **kw),
+            theory.t1_scaling,
+            ("m", "m1", "sigma1"),
+            lambda axis: axis != "sigma1",
+        ),
+        "t1-full": Prediction(
+            "T1 vs width with the full model (any Config regime) vs Lem 4.1's rate",
+            lambda axis, values, seeds, config, **kw: theory.t1_full_model(config, values, seeds, **kw),
+            theory.t1_full_model,
+        ),
+        "phase2": Prediction(
+            "the paper's Phase-2 system, loss law and balancing, across m or n",
+            lambda axis, values, seeds, config, **kw: theory.phase2_scan(axis, values, seeds, **kw),
+            theory.phase2_scan,
+            ("m", "n"),
+        ),
+        "displacement": Prediction(
+            "attention displacement at a loss target vs L",
+            lambda axis, values, seeds, config, **kw: theory.attention_displacement_vs_L(values, seeds, **kw),
+            theory.attention_displacement_vs_L,
+        ),
+        "scores": Prediction(
+            "C_ij projections of the score change vs width",
+            lambda axis, values, seeds, config, **kw: theory.score_change_projections(values, seeds, **kw),
+            theory.score_change_projections,
+        ),
     }
 
 
@@ -137,14 +169,27 @@ class CooccurrenceSystem(AbstractSystem):
     """Word co-occurrence with a shallow transformer (W_Q, W_K, W_V, linear MLP read-out), logistic loss."""
 
     name: ClassVar[str] = "cooccurrence"
-    summary: ClassVar[str] = ("word co-occurrence, shallow transformer (Yang et al., NeurIPS 2024): "
-                              "two-phase dynamics and automatic balancing")
+    summary: ClassVar[str] = (
+        "word co-occurrence, shallow transformer (Yang et al., NeurIPS 2024): "
+        "two-phase dynamics and automatic balancing"
+    )
     config_type: ClassVar[type] = CooccurrenceConfig
     verdict_needs: ClassVar[Mapping[str, frozenset[str]]] = VERDICT_NEEDS
     predictions: ClassVar[Mapping[str, Prediction]] = _LazyPredictions()
-    smoke: ClassVar[Mapping[str, Any]] = {"n": 12, "L": 4, "d": 16, "m": 16, "m1": 16, "lr": 0.05, "steps": 200,
-                                          "n_save_log": 20, "n_save_lin": 10, "batch_size": 4, "sgd_seeds": 4,
-                                          "n_test": 200}
+    smoke: ClassVar[Mapping[str, Any]] = {
+        "n": 12,
+        "L": 4,
+        "d": 16,
+        "m": 16,
+        "m1": 16,
+        "lr": 0.05,
+        "steps": 200,
+        "n_save_log": 20,
+        "n_save_lin": 10,
+        "batch_size": 4,
+        "sgd_seeds": 4,
+        "n_test": 200,
+    }
 
     def train_size(self, task: CooccurrenceConfig) -> int:
         return task.n
@@ -156,8 +201,9 @@ class CooccurrenceSystem(AbstractSystem):
             seed = int(jax.random.randint(keys.data, (), 0, 2**31 - 1))
             data = make_dataset(task.n, task.L, task.d, seed, task.distinct_tokens)
         if model is None:
-            model = init_transformer(keys.init, task.d, task.m, task.m1, init=task.init, scale=task.init_scale,
-                                     L=task.L, dtype=dtype)
+            model = init_transformer(
+                keys.init, task.d, task.m, task.m1, init=task.init, scale=task.init_scale, L=task.L, dtype=dtype
+            )
         model = jax.tree.map(lambda x: jnp.asarray(x, dtype), model)
         data = CooccurrenceData(data.tokens, jnp.asarray(data.y, dtype), data.kind)
         problem = make_problem(model, data.tokens, data.y, logistic_loss, _trainable(task))
@@ -170,8 +216,16 @@ class CooccurrenceSystem(AbstractSystem):
 
     def initial_arrays(self, setup: Setup) -> dict[str, Any]:
         m, d = setup.model, setup.data
-        return {"W_Q": m.W_Q, "W_K": m.W_K, "W_V": m.W_V, "W": m.W, "a": m.a,
-                "tokens": d.tokens, "y": d.y, "kind": d.kind}
+        return {
+            "W_Q": m.W_Q,
+            "W_K": m.W_K,
+            "W_V": m.W_V,
+            "W": m.W,
+            "a": m.a,
+            "tokens": d.tokens,
+            "y": d.y,
+            "kind": d.kind,
+        }
 
     def verdicts(self, run: RunRecord) -> list[Verdict]:
         return evaluate_record(run)
@@ -181,8 +235,10 @@ class CooccurrenceSystem(AbstractSystem):
 
     def summary_extras(self, run: RunRecord) -> dict[str, Any]:
         at = run.event_obs(PHASE1_END) or {}
-        return {"phase1_end_time": run.event_time(PHASE1_END),
-                "at_phase1_end": {k: v for k, v in at.items() if np.ndim(v) == 0}}
+        return {
+            "phase1_end_time": run.event_time(PHASE1_END),
+            "at_phase1_end": {k: v for k, v in at.items() if np.ndim(v) == 0},
+        }
 
     def figures(self, run: RunData, out_dir: pathlib.Path) -> list[pathlib.Path]:
         from .figures import plot_run

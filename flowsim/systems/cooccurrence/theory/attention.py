@@ -43,7 +43,7 @@ def _attention(problem: Problem, params: PyTree) -> Float[Array, "n L L"]:
 
 @final
 class _Observer(eqx.Module):
-    """The loss and `attn_disp` = max |p(t) - p(0)| (as `flowsim.observables`) only.
+    """The loss and `attn_disp` = max |p(t) - p(0)| (as `flowsim.systems.cooccurrence.observables`) only.
 
     A light observer keeps each compile short (one per shape); `p0` is an array field, so one
     compiled solve serves every seed and width.
@@ -75,22 +75,44 @@ def _solve(problem: Problem, target: float, horizon: float, rtol: float, atol: f
     and score change dS = S(T) - S(0) at the event (nan where the loss never reached `target`) and at
     `horizon`."""
     dtype = problem.targets.dtype
-    sol = integrate(ReducedGramFlow(), problem, jnp.asarray([0.0, horizon], dtype), _Observer.at_init(problem),
-                    event=_LossBelow(jnp.asarray(target, dtype)), rtol=rtol, atol=atol)
+    sol = integrate(
+        ReducedGramFlow(),
+        problem,
+        jnp.asarray([0.0, horizon], dtype),
+        _Observer.at_init(problem),
+        event=_LossBelow(jnp.asarray(target, dtype)),
+        rtol=rtol,
+        atol=atol,
+    )
     S0 = problem.model(problem.params0).S()
-    fired = sol.event_obs is not None
+    event_obs = sol.event_obs
+    fired = event_obs is not None
     nan = float("nan")
-    return {"t_end": float(sol.event_time), "fired": fired,
-            "loss_end": float(sol.event_obs["loss"]) if fired else nan,
-            "attn_disp": float(sol.event_obs["attn_disp"]) if fired else nan,
-            "dS": np.asarray(problem.model(sol.event_params).S() - S0) if fired else np.full(S0.shape, nan),
-            "loss_horizon": float(sol.obs["loss"][-1]), "attn_disp_horizon": float(sol.obs["attn_disp"][-1]),
-            "dS_horizon": np.asarray(problem.model(sol.params).S() - S0), "result": sol.result}
+    return {
+        "t_end": float(sol.event_time),
+        "fired": fired,
+        "loss_end": float(event_obs["loss"]) if fired else nan,
+        "attn_disp": float(event_obs["attn_disp"]) if fired else nan,
+        "dS": np.asarray(problem.model(sol.event_params).S() - S0) if fired else np.full(S0.shape, nan),
+        "loss_horizon": float(sol.obs["loss"][-1]),
+        "attn_disp_horizon": float(sol.obs["attn_disp"][-1]),
+        "dS_horizon": np.asarray(problem.model(sol.params).S() - S0),
+        "result": sol.result,
+    }
 
 
-def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: int = 12, m: int = 1024,
-                                m1: int = 256, target: float = LOSS_TARGET, horizon: float = 2e4,
-                                rtol: float = 1e-10, atol: float = 1e-14) -> dict[str, Any]:
+def attention_displacement_vs_L(
+    Ls: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    n: int = 12,
+    m: int = 1024,
+    m1: int = 256,
+    target: float = LOSS_TARGET,
+    horizon: float = 2e4,
+    rtol: float = 1e-10,
+    atol: float = 1e-14,
+) -> dict[str, Any]:
     """max |p(T) - p(0)| at the loss target vs L, against Cor F.17's |p(t) - p(0)| <= O(1/L^2).
 
     Theory regime: theory init at fixed widths (m, m1), distinct random tokens with the smallest
@@ -102,7 +124,7 @@ def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: i
 
     **Returns** a dict: `rows` ({L, seed, d, t_end, t_end_m (= T m), attn_disp, L2_disp (= L^2 attn_disp),
     loss_end, result}); `slope`, `ci95`, `interval`: OLS log-log slope of attn_disp vs L with its 95%
-    half-width (`flowsim.verdicts.loglog_slope`); `l2_slope` = slope + 2 (the slope of L^2 attn_disp);
+    half-width (`flowsim.loglog_slope`); `l2_slope` = slope + 2 (the slope of L^2 attn_disp);
     `bound_exponent` (-2); `holds`: the whole 95% interval lies at or below -2 (slope + ci95 <= -2),
     i.e. L^2 attn_disp does not grow with L (fixed a priori); `consistent`: the weaker slope - ci95 <= -2;
     `max_L2_disp`: the largest L^2 attn_disp (Cor F.17 bounds it by O(1)).
@@ -114,21 +136,49 @@ def attention_displacement_vs_L(Ls: Sequence[int], seeds: Sequence[int], *, n: i
         for seed in seeds:
             data = make_dataset(n, L, d, seed, True)
             r = _solve(theory_gram_problem(data, seed, d, m, m1, L, dtype), target, horizon / m, rtol, atol)
-            rows.append({"L": int(L), "seed": int(seed), "d": d, "t_end": r["t_end"], "t_end_m": r["t_end"] * m,
-                         "attn_disp": r["attn_disp"], "L2_disp": L ** 2 * r["attn_disp"],
-                         "loss_end": r["loss_end"], "result": r["result"]})
+            rows.append(
+                {
+                    "L": int(L),
+                    "seed": int(seed),
+                    "d": d,
+                    "t_end": r["t_end"],
+                    "t_end_m": r["t_end"] * m,
+                    "attn_disp": r["attn_disp"],
+                    "L2_disp": L**2 * r["attn_disp"],
+                    "loss_end": r["loss_end"],
+                    "result": r["result"],
+                }
+            )
     Larr = np.array([r["L"] for r in rows], float)
     disp = np.array([r["attn_disp"] for r in rows], float)
     slope, ci = loglog_slope(Larr, disp)
-    return {"rows": rows, "slope": slope, "ci95": ci, "interval": [slope - ci, slope + ci], "l2_slope": slope + 2,
-            "bound_exponent": DISP_BOUND_EXPONENT, "holds": bool(slope + ci <= DISP_BOUND_EXPONENT),
-            "consistent": bool(slope - ci <= DISP_BOUND_EXPONENT),
-            "max_L2_disp": float(np.nanmax(Larr ** 2 * disp)), "n_finite": int(np.isfinite(disp).sum()),
-            "n_points": len(rows),
-            "config": {"Ls": [int(x) for x in Ls], "seeds": [int(s) for s in seeds], "n": n, "m": m, "m1": m1,
-                       "d": "3 + n_random_slots(n, L)", "distinct_tokens": True, "target": target,
-                       "horizon": f"{horizon:g}/m", "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
-                       "rtol": rtol, "atol": atol}}
+    return {
+        "rows": rows,
+        "slope": slope,
+        "ci95": ci,
+        "interval": [slope - ci, slope + ci],
+        "l2_slope": slope + 2,
+        "bound_exponent": DISP_BOUND_EXPONENT,
+        "holds": bool(slope + ci <= DISP_BOUND_EXPONENT),
+        "consistent": bool(slope - ci <= DISP_BOUND_EXPONENT),
+        "max_L2_disp": float(np.nanmax(Larr**2 * disp)),
+        "n_finite": int(np.isfinite(disp).sum()),
+        "n_points": len(rows),
+        "config": {
+            "Ls": [int(x) for x in Ls],
+            "seeds": [int(s) for s in seeds],
+            "n": n,
+            "m": m,
+            "m1": m1,
+            "d": "3 + n_random_slots(n, L)",
+            "distinct_tokens": True,
+            "target": target,
+            "horizon": f"{horizon:g}/m",
+            "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
+            "rtol": rtol,
+            "atol": atol,
+        },
+    }
 
 
 def init_scales(init: str, m: int, m1: int, L: int, d: int) -> tuple[float, float]:
@@ -144,8 +194,8 @@ def theory_C_scale(sigma0: float, sigma1: float, m: Any, m1: int, L: int, rate: 
     with K = sigma1^2 m m1 (the loss-decay rate N); `rate=True` takes K = (sigma0^2 + sigma1^2) m m1 instead
     (Lem 4.1's MLP rate, which also counts the m1 W_V^T W_V term). Under the theory init: 1/(L^2 m^1.5) + 1/(L m^2)."""
     m = np.asarray(m, float)
-    K = ((sigma0 ** 2 if rate else 0.0) + sigma1 ** 2) * m * m1
-    return sigma0 ** 2 * m / (np.sqrt(m) * L * K) + sigma0 ** 2 / K
+    K = ((sigma0**2 if rate else 0.0) + sigma1**2) * m * m1
+    return sigma0**2 * m / (np.sqrt(m) * L * K) + sigma0**2 / K
 
 
 def _projections(dS: np.ndarray, prefix: str = "") -> dict[str, Any]:
@@ -154,19 +204,34 @@ def _projections(dS: np.ndarray, prefix: str = "") -> dict[str, Any]:
     C = {f"C_{a}{b}": float(dS[a - 1, b - 1]) for a, b in PREDICTED_SIGNS}
     rand = np.abs(dS).copy()
     rand[:N_SPECIAL, :N_SPECIAL] = np.nan
-    rand_max = float(np.nanmax(rand)) if rand.size > N_SPECIAL ** 2 else float("nan")
+    rand_max = float(np.nanmax(rand)) if rand.size > N_SPECIAL**2 else float("nan")
     ratio = min(abs(v) for v in C.values()) / rand_max
     signs = all(np.sign(C[f"C_{a}{b}"]) == s for (a, b), s in PREDICTED_SIGNS.items())
-    out = {**C, "C3": dS[:N_SPECIAL, :N_SPECIAL].tolist(), "rand_max": rand_max, "ratio": ratio,
-           "signs_ok": bool(signs)}
+    out = {
+        **C,
+        "C3": dS[:N_SPECIAL, :N_SPECIAL].tolist(),
+        "rand_max": rand_max,
+        "ratio": ratio,
+        "signs_ok": bool(signs),
+    }
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
-def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
-                             init: Literal["theory", "kaiming"] = "theory", n: int = 24, L: int = 5,
-                             d: int | None = None, m1: int = 256, distinct_tokens: bool = True,
-                             target: float = LOSS_TARGET, horizon: float | None = None,
-                             rtol: float = 1e-10, atol: float = 1e-14) -> dict[str, Any]:
+def score_change_projections(
+    widths: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    init: Literal["theory", "kaiming"] = "theory",
+    n: int = 24,
+    L: int = 5,
+    d: int | None = None,
+    m1: int = 256,
+    distinct_tokens: bool = True,
+    target: float = LOSS_TARGET,
+    horizon: float | None = None,
+    rtol: float = 1e-10,
+    atol: float = 1e-14,
+) -> dict[str, Any]:
     """C_{i1,i2} = mu_i1^T (S(T) - S(0)) mu_i2 at the loss target, their signs, separation and width scaling.
 
     `init="theory"`: M(0) = `wishart_gram` under the theory init (data `make_dataset(n, L, d, seed,
@@ -194,15 +259,24 @@ def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
     for seed in seeds:
         data = make_dataset(n, L, d, seed, distinct_tokens) if init == "theory" else None
         for m in widths:
-            if init == "theory":
+            if data is not None:  # the theory init
                 problem, hor = theory_gram_problem(data, seed, d, m, m1, L, dtype), 2e4 / m
             else:
                 cfg = Config(n=n, L=L, d=d, m=m, m1=m1, init="kaiming", distinct_tokens=distinct_tokens, seed=seed)
                 problem, hor = reduce_problem(setup(cfg).problem), cfg.t_final
             r = _solve(problem, target, hor if horizon is None else horizon, rtol, atol)
-            rows.append({"m": int(m), "seed": int(seed), "t_end": r["t_end"], "loss_end": r["loss_end"],
-                         "result": r["result"], **_projections(r["dS"]), "h_loss": r["loss_horizon"],
-                         **_projections(r["dS_horizon"], "h_")})
+            rows.append(
+                {
+                    "m": int(m),
+                    "seed": int(seed),
+                    "t_end": r["t_end"],
+                    "loss_end": r["loss_end"],
+                    "result": r["result"],
+                    **_projections(r["dS"]),
+                    "h_loss": r["loss_horizon"],
+                    **_projections(r["dS_horizon"], "h_"),
+                }
+            )
     m_arr = np.array([r["m"] for r in rows], float)
     fits = {}
     for key in [f"C_{a}{b}" for a, b in PREDICTED_SIGNS] + ["rand_max"]:
@@ -221,13 +295,34 @@ def score_change_projections(widths: Sequence[int], seeds: Sequence[int], *,
     signs_hold = bool(done) and all(r["signs_ok"] for r in done)
     ratio_holds = bool(done) and all(r["ratio"] > RATIO_MIN for r in done)
     C3_mean = {int(x): np.nanmean([r["C3"] for r in rows if r["m"] == x], axis=0).tolist() for x in w}
-    return {"rows": rows, "fits": fits, "predicted_slope": pred, "predicted_slope_rate": pred_rate,
-            "tolerance": C_EXPONENT_TOLERANCE, "ratio_min": RATIO_MIN, "min_ratio": min((r["ratio"] for r in done),
-                                                                                     default=float("nan")),
-            "C3_mean": C3_mean, "signs_hold": signs_hold, "ratio_holds": ratio_holds,
-            "scaling_holds": within(pred), "scaling_holds_rate": within(pred_rate),
-            "holds": bool(signs_hold and ratio_holds and within(pred)), "n_finite": len(done), "n_points": len(rows),
-            "config": {"widths": [int(x) for x in widths], "seeds": [int(s) for s in seeds], "init": init, "n": n,
-                       "L": L, "d": d, "m1": m1, "distinct_tokens": distinct_tokens, "target": target,
-                       "horizon": horizon if horizon is not None else ("2e4/m" if init == "theory" else 300.0),
-                       "rtol": rtol, "atol": atol}}
+    return {
+        "rows": rows,
+        "fits": fits,
+        "predicted_slope": pred,
+        "predicted_slope_rate": pred_rate,
+        "tolerance": C_EXPONENT_TOLERANCE,
+        "ratio_min": RATIO_MIN,
+        "min_ratio": min((r["ratio"] for r in done), default=float("nan")),
+        "C3_mean": C3_mean,
+        "signs_hold": signs_hold,
+        "ratio_holds": ratio_holds,
+        "scaling_holds": within(pred),
+        "scaling_holds_rate": within(pred_rate),
+        "holds": bool(signs_hold and ratio_holds and within(pred)),
+        "n_finite": len(done),
+        "n_points": len(rows),
+        "config": {
+            "widths": [int(x) for x in widths],
+            "seeds": [int(s) for s in seeds],
+            "init": init,
+            "n": n,
+            "L": L,
+            "d": d,
+            "m1": m1,
+            "distinct_tokens": distinct_tokens,
+            "target": target,
+            "horizon": horizon if horizon is not None else ("2e4/m" if init == "theory" else 300.0),
+            "rtol": rtol,
+            "atol": atol,
+        },
+    }

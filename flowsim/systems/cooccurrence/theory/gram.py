@@ -63,12 +63,19 @@ def surrogate(S: Float[Array, "d d"], G: Float[Array, " d"], m: Array | float) -
     """
     d = S.shape[0]
     one = jnp.ones((1,), S.dtype)
-    return CooccurrenceTransformer(W_Q=jnp.sqrt(d / m) * jnp.eye(d, dtype=S.dtype), W_K=S.T,
-                                   W_V=G[None, :], W=one[None, :], a=one)
+    return CooccurrenceTransformer(
+        W_Q=jnp.sqrt(d / m) * jnp.eye(d, dtype=S.dtype), W_K=S.T, W_V=G[None, :], W=one[None, :], a=one
+    )
 
 
-def loss_from_SG(S: Float[Array, "d d"], G: Float[Array, " d"], tokens: Int[Array, "n L"], y: Float[Array, " n"],
-                 m: Array | float, loss_fn: Callable[[Array, Array], Array] = logistic_loss) -> Float[Array, ""]:
+def loss_from_SG(
+    S: Float[Array, "d d"],
+    G: Float[Array, " d"],
+    tokens: Int[Array, "n L"],
+    y: Float[Array, " n"],
+    m: Array | float,
+    loss_fn: Callable[[Array, Array], Array] = logistic_loss,
+) -> Float[Array, ""]:
     """Empirical loss (1/n) sum_i loss_fn(F(X_i), y_i) as a function of S = W_K^T W_Q and G = u^T W_V only."""
     out = jax.vmap(surrogate(S, G, m))(tokens)
     return jnp.mean(jax.vmap(loss_fn)(out, y))
@@ -108,8 +115,14 @@ class GramModel(eqx.Module):
 _TRAIN_M = GramModel(True, False, False)  # type: ignore[arg-type]
 
 
-def gram_problem(M0: Float[Array, "p p"], m: float, m1: float, tokens: Int[Array, "n L"], y: Float[Array, " n"],
-                 loss_fn: Callable[[Array, Array], Array] = logistic_loss) -> Problem:
+def gram_problem(
+    M0: Float[Array, "p p"],
+    m: float,
+    m1: float,
+    tokens: Int[Array, "n L"],
+    y: Float[Array, " n"],
+    loss_fn: Callable[[Array, Array], Array] = logistic_loss,
+) -> Problem:
     """A `Problem` over the reduced model: `params0` holds M0 (the only trained leaf), `frozen` m, m1."""
     M0 = jnp.asarray(M0)
     if M0.ndim != 2 or M0.shape[0] != M0.shape[1] or (M0.shape[0] - 1) % 3:
@@ -127,8 +140,7 @@ def reduce_problem(problem: Problem) -> Problem:
     if problem.params0.a is not None:
         raise ValueError("the Gram reduction needs `a` fixed (train_a=False); got a trainable `a`")
     model = problem.model(problem.params0)
-    return gram_problem(gram_of(model), model.m, model.a @ model.a, problem.inputs, problem.targets,
-                        problem.loss_fn)
+    return gram_problem(gram_of(model), model.m, model.a @ model.a, problem.inputs, problem.targets, problem.loss_fn)
 
 
 @final
@@ -144,8 +156,9 @@ class ReducedGramFlow(AbstractFlow):
         model = problem.model(state)
         M, d = model.M, model.d
         Q, K, V, u = blocks(d)
-        A, g = jax.grad(loss_from_SG, argnums=(0, 1))(model.S(), model.G(), problem.inputs, problem.targets,
-                                                     model.m, problem.loss_fn)
+        A, g = jax.grad(loss_from_SG, argnums=(0, 1))(
+            model.S(), model.G(), problem.inputs, problem.targets, model.m, problem.loss_fn
+        )
         B = jnp.zeros_like(M)
         B = B.at[K, Q].set(-A).at[Q, K].set(-A.T).at[u, V].set(-g).at[V, u].set(-model.m1 * g)
         MB = M @ B
@@ -154,7 +167,7 @@ class ReducedGramFlow(AbstractFlow):
 
 @final
 class GramObserver(eqx.Module):
-    """The tracked quantities of `flowsim.observables` computed from M, under the same names.
+    """The tracked quantities of `flowsim.systems.cooccurrence.observables` computed from M, under the same names.
 
     Everything that depends on the outputs and attention (losses, margins, S_k, R, p_*, attn_*, G*)
     is `CooccurrenceObserver` applied to the width-d surrogate model; N, score_ab and v_ab are read
@@ -187,8 +200,9 @@ def _surrogate_problem(problem: Problem, params: PyTree) -> Problem:
     return Problem(sur, jax.tree.map(lambda _: None, sur), problem.inputs, problem.targets, problem.loss_fn)
 
 
-def wishart_gram(key: Array, d: int, m: int, m1: int, sigma0: float, sigma1: float,
-                 dtype: jnp.dtype = jnp.float64) -> Float[Array, "p p"]:
+def wishart_gram(
+    key: Array, d: int, m: int, m1: int, sigma0: float, sigma1: float, dtype: jnp.dtype = jnp.float64
+) -> Float[Array, "p p"]:
     """Draw M(0) = C^T C from its law under the theory init, at a cost independent of m.
 
     W_Q, W_K, W_V iid N(0, sigma0^2) and W iid N(0, sigma1^2) with a in {+-1}^m1 make C (m, 3d+1)
@@ -204,5 +218,5 @@ def wishart_gram(key: Array, d: int, m: int, m1: int, sigma0: float, sigma1: flo
     df = jnp.asarray(m, dtype) - jnp.arange(p, dtype=dtype)
     diag = jnp.sqrt(2.0 * jax.random.gamma(kc, df / 2, dtype=dtype))
     T = jnp.tril(jax.random.normal(kn, (p, p), dtype), -1) + jnp.diag(diag)
-    scale = jnp.concatenate([jnp.full((3 * d,), sigma0, dtype), jnp.full((1,), sigma1 * m1 ** 0.5, dtype)])
+    scale = jnp.concatenate([jnp.full((3 * d,), sigma0, dtype), jnp.full((1,), sigma1 * m1**0.5, dtype)])
     return _sym(scale[:, None] * (T @ T.T) * scale[None, :])

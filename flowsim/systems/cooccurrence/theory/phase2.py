@@ -72,6 +72,7 @@ _TRAIN = Phase2Model(True, True, True, False, False, False)  # type: ignore[arg-
 
 def _type_sums(problem: Problem, state: Phase2Model) -> tuple[Array, Array, Array, Phase2Model]:
     model = problem.model(state)
+    assert model.kind is not None  # frozen leaf, set by phase2_problem
     z = problem.targets * model.F
     g = jax.nn.sigmoid(-z)
     onehot = (model.kind[:, None] == jnp.asarray(TYPES)[None, :]).astype(z.dtype)
@@ -90,6 +91,7 @@ class Phase2System(AbstractFlow):
 
     def vector_field(self, t: Array, state: Phase2Model, problem: Problem) -> Phase2Model:
         z, g, onehot, model = _type_sums(problem, state)
+        assert model.overlap is not None and model.m1 is not None  # frozen leaves, set by phase2_problem
         S1, S2, S3, S4 = g @ onehot
         S234 = S2 + S3 + S4
         rate = model.N / problem.n
@@ -111,7 +113,7 @@ def _G_N_m1(model: CooccurrenceTransformer | GramModel) -> tuple[Array, Array, A
 
 def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens: bool = False) -> Problem:
     """The Phase-2 system's problem started at `params` (e.g. the flow's state at T1) of a full
-    co-occurrence problem or of an exact reduced one (`flowsim.theory.reduce_problem`).
+    co-occurrence problem or of an exact reduced one (`flowsim.systems.cooccurrence.theory.reduce_problem`).
 
     F, G(mu1..3) and N are taken from the model at `params`; `kind` gives the sample types;
     `random_tokens` keeps the random tokens' contribution to the margins (see `Phase2System`).
@@ -128,7 +130,7 @@ def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens:
 
 
 def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
-    """`flowsim.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names
+    """`flowsim.systems.cooccurrence.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names
     (`R_star_random` is the fixed point of this system: equal to `R_star` without random tokens)."""
     model = problem.model(params)
     obs = margin_observables(problem.targets * model.F, model.kind, model.overlap)
@@ -136,8 +138,15 @@ def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str
     return obs
 
 
-def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_tokens: bool = False,
-                   rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+def compare_phase2(
+    flow: FlowSolution,
+    problem: Problem,
+    kind: Array,
+    *,
+    random_tokens: bool = False,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> dict[str, Any]:
     """Run the Phase-2 system from the flow's state at T1 and compare it with the flow after T1.
 
     `flow` must come from `integrate(..., event=min_margin)` on `problem` (full or exact reduced)
@@ -152,28 +161,42 @@ def compare_phase2(flow: FlowSolution, problem: Problem, kind: Array, *, random_
     only where it is small, i.e. m >> m1/L under the theory init (`theory/phase2_system.md`).
     Raises `ValueError` if the flow's event did not fire.
     """
-    if flow.event_params is None:
+    event_params, event_obs = flow.event_params, flow.event_obs
+    if event_params is None or event_obs is None:
         raise ValueError("compare_phase2 needs a flow whose Phase-1 event (min_margin) fired")
     t1 = float(flow.event_time)
     later = flow.ts > t1
     if later.sum() < 1:
         raise ValueError(f"no save time after T1 = {t1:.4g}")
     ts = np.concatenate([[t1], flow.ts[later]])
-    p2 = phase2_problem(problem, flow.event_params, kind, random_tokens)
+    p2 = phase2_problem(problem, event_params, kind, random_tokens)
     sol = integrate(Phase2System(), p2, jnp.asarray(ts), phase2_observer, rtol=rtol, atol=atol)
-    ref = {k: np.concatenate([[flow.event_obs[k]], flow.obs[k][later]]) for k in COMPARED_PHASE2}
+    ref = {k: np.concatenate([[event_obs[k]], flow.obs[k][later]]) for k in COMPARED_PHASE2}
     approx = {k: sol.obs[k] for k in COMPARED_PHASE2}
     positive = {"loss", "N", "S1", "S2", "S3", "S4"}
     errors = {k: rel_gap(approx[k][1:], ref[k][1:], k in positive) for k in COMPARED_PHASE2}
     worst = max(errors, key=lambda k: errors[k])
-    v = np.mean([flow.event_obs[f"v_{k}{k}"] for k in (1, 2, 3)])
-    return {"t1": t1, "ts": ts, "approx": approx, "flow": ref, "max_rel_error": errors,
-            "worst": (worst, errors[worst]), "result": sol.result,
-            "value_term_ratio": float(p2.frozen.m1 * v / flow.event_obs["N"])}
+    v = np.mean([event_obs[f"v_{k}{k}"] for k in (1, 2, 3)])
+    return {
+        "t1": t1,
+        "ts": ts,
+        "approx": approx,
+        "flow": ref,
+        "max_rel_error": errors,
+        "worst": (worst, errors[worst]),
+        "result": sol.result,
+        "value_term_ratio": float(p2.frozen.m1 * v / event_obs["N"]),
+    }
 
 
-def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: dict[str, Any],
-                 kind: np.ndarray, overlap: np.ndarray | None = None) -> dict[str, float]:
+def loss_law_fit(
+    t: np.ndarray,
+    obs: dict[str, np.ndarray],
+    t1: float,
+    at_t1: dict[str, Any],
+    kind: np.ndarray | Array,
+    overlap: np.ndarray | Array | None = None,
+) -> dict[str, float]:
     """Fit Thm. F.8's law 1/L(t) = c int_{T1}^t N ds + 1/L(T1) to a run's loss after T1.
 
     `obs` holds `loss`, `N` and `margin` on the save times `t`; `at_t1` the same names at T1; `kind`
@@ -212,11 +235,20 @@ def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: di
     S1, S2, S3, S4 = (g[kind == k].sum() for k in TYPES)
     phi = (S1 - S2) ** 2 + (S1 - S3) ** 2 + (S1 - S2 - S3 - S4) ** 2
     scale = (len(kind) * ll[-1]) ** 2
-    out = {"c": c, "c_const": fit(X_const, Y), "c_first_half": fit(X[:half], Y[:half]),
-           "c_second_half": fit(X[half:], Y[half:]), "c_paper_T": float(phi / scale),
-           "max_rel_error": float(np.max(np.abs(pred / ll[1:] - 1.0))),
-           "slope": float(slope), "ci95": float(ci), "loss_T1": loss_t1, "loss_T": float(ll[-1]),
-           "N_T1": N_t1, "N_T": float(nn[-1])}
+    out = {
+        "c": c,
+        "c_const": fit(X_const, Y),
+        "c_first_half": fit(X[:half], Y[:half]),
+        "c_second_half": fit(X[half:], Y[half:]),
+        "c_paper_T": float(phi / scale),
+        "max_rel_error": float(np.max(np.abs(pred / ll[1:] - 1.0))),
+        "slope": float(slope),
+        "ci95": float(ci),
+        "loss_T1": loss_t1,
+        "loss_T": float(ll[-1]),
+        "N_T1": N_t1,
+        "N_T": float(nn[-1]),
+    }
     if overlap is not None:
         out["c_random_T"] = float((phi + g @ np.asarray(overlap) @ g) / scale)
     return out
@@ -224,7 +256,7 @@ def loss_law_fit(t: np.ndarray, obs: dict[str, np.ndarray], t1: float, at_t1: di
 
 def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> dict[str, float]:
     """Lem. 4.4/4.5 and Cor. F.2 on the save times after T1: the range of S2/S3, of R and of its
-    fixed point R* (`flowsim.observables.balance_fixed_point`), R - R* at the end, and the largest
+    fixed point R* (`flowsim.systems.cooccurrence.observables.balance_fixed_point`), R - R* at the end, and the largest
     within-type ratio g_i/g_j. If `obs` has `R_star_random` (the fixed point with the random tokens'
     term): its final value, R - R*_random at the end and max |R - R*_random| over the second half."""
     sel = t > t1
@@ -232,22 +264,43 @@ def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> d
     extra = {}
     if "R_star_random" in obs:
         Rr = obs["R_star_random"][sel]
-        extra = {"R_star_random_T": float(Rr[-1]), "R_minus_R_star_random_T": float(R[-1] - Rr[-1]),
-                 "R_minus_R_star_random_max": float(np.nanmax(np.abs(R - Rr)[len(R) // 2:]))}
-    return {"S2_over_S3_worst": float(np.max(np.maximum(r23, 1 / r23))),
-            "R_min": float(np.min(R)), "R_max": float(np.max(R)), "R_T": float(R[-1]),
-            "R_star_min": float(np.min(Rs)), "R_star_max": float(np.max(Rs)), "R_star_T": float(Rs[-1]),
-            "R_minus_R_star_T": float(R[-1] - Rs[-1]),
-            "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES)), **extra}
+        extra = {
+            "R_star_random_T": float(Rr[-1]),
+            "R_minus_R_star_random_T": float(R[-1] - Rr[-1]),
+            "R_minus_R_star_random_max": float(np.nanmax(np.abs(R - Rr)[len(R) // 2 :])),
+        }
+    return {
+        "S2_over_S3_worst": float(np.max(np.maximum(r23, 1 / r23))),
+        "R_min": float(np.min(R)),
+        "R_max": float(np.max(R)),
+        "R_T": float(R[-1]),
+        "R_star_min": float(np.min(Rs)),
+        "R_star_max": float(np.max(Rs)),
+        "R_star_T": float(Rs[-1]),
+        "R_minus_R_star_T": float(R[-1] - Rs[-1]),
+        "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES)),
+        **extra,
+    }
 
 
 PHASE2_ERROR_PREDICTED = -1.0
 PHASE2_ERROR_TOLERANCE = 0.3
 
 
-def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[int], *, n: int = 24,
-                m: int = 16384, L: int = 5, m1: int = 256, horizon_m: float = 300.0 * 128, n_save: int = 60,
-                rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+def phase2_scan(
+    axis: Literal["m", "n"],
+    values: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    n: int = 24,
+    m: int = 16384,
+    L: int = 5,
+    m1: int = 256,
+    horizon_m: float = 300.0 * 128,
+    n_save: int = 60,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> dict[str, Any]:
     """Phase-2 predictions on the exact reduced flow in the theory's regime, across widths m or
     sample counts n (the other fixed), with seeds.
 
@@ -284,21 +337,42 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
             problem = theory_gram_problem(data, seed, d, mm, m1, L, dtype)
             T = horizon_m / mm
             ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(T * 1e-3, T, n_save)]), dtype)
-            sol = integrate(ReducedGramFlow(), problem, ts, GramObserver.at_init(problem, data.kind),
-                            event=min_margin, rtol=rtol, atol=atol)
-            row: dict[str, Any] = {"n": nn, "m": mm, "d": d, "seed": int(seed), "T1": sol.event_time,
-                                   "result": sol.result}
+            sol = integrate(
+                ReducedGramFlow(),
+                problem,
+                ts,
+                GramObserver.at_init(problem, data.kind),
+                event=min_margin,
+                rtol=rtol,
+                atol=atol,
+            )
+            row: dict[str, Any] = {
+                "n": nn,
+                "m": mm,
+                "d": d,
+                "seed": int(seed),
+                "T1": sol.event_time,
+                "result": sol.result,
+            }
             if sol.event_obs is not None and sol.ok:
                 paper = compare_phase2(sol, problem, data.kind, rtol=rtol, atol=atol)
                 rand = compare_phase2(sol, problem, data.kind, random_tokens=True, rtol=rtol, atol=atol)
                 e = sol.event_obs
-                row.update(value_term_ratio=paper["value_term_ratio"],
-                           **{f"err_{k}": v for k, v in paper["max_rel_error"].items()},
-                           **{f"err_rand_{k}": v for k, v in rand["max_rel_error"].items()},
-                           R_T_paper_system=float(paper["approx"]["R"][-1]),
-                           **loss_law_fit(sol.ts, sol.obs, sol.event_time, e, data.kind,
-                                          random_token_overlap(problem.inputs, problem.targets)),
-                           **balancing_summary(sol.ts, sol.obs, sol.event_time))
+                row.update(
+                    value_term_ratio=paper["value_term_ratio"],
+                    **{f"err_{k}": v for k, v in paper["max_rel_error"].items()},
+                    **{f"err_rand_{k}": v for k, v in rand["max_rel_error"].items()},
+                    R_T_paper_system=float(paper["approx"]["R"][-1]),
+                    **loss_law_fit(
+                        sol.ts,
+                        sol.obs,
+                        sol.event_time,
+                        e,
+                        data.kind,
+                        random_token_overlap(problem.inputs, problem.targets),
+                    ),
+                    **balancing_summary(sol.ts, sol.obs, sol.event_time),
+                )
             rows.append(row)
     key = "err_rand_loss" if axis == "m" else "err_loss"
     ok = [r for r in rows if key in r]
@@ -306,12 +380,30 @@ def phase2_scan(axis: Literal["m", "n"], values: Sequence[int], seeds: Sequence[
     err = np.array([r[key] for r in ok], float)
     slope, ci = loglog_slope(x, err)
     holds = bool(abs(slope - PHASE2_ERROR_PREDICTED) <= ci + PHASE2_ERROR_TOLERANCE)
-    return {"rows": rows, "axis": axis, "error_key": key, "slope": float(slope), "ci95": float(ci),
-            "predicted": PHASE2_ERROR_PREDICTED, "tolerance": PHASE2_ERROR_TOLERANCE, "holds": holds,
-            "config": {"axis": axis, "values": [int(v) for v in values], "seeds": [int(s) for s in seeds],
-                       "n": n, "m": m, "L": L, "m1": m1, "distinct_tokens": True,
-                       "horizon": f"{horizon_m} / m", "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
-                       "rtol": rtol, "atol": atol}}
+    return {
+        "rows": rows,
+        "axis": axis,
+        "error_key": key,
+        "slope": float(slope),
+        "ci95": float(ci),
+        "predicted": PHASE2_ERROR_PREDICTED,
+        "tolerance": PHASE2_ERROR_TOLERANCE,
+        "holds": holds,
+        "config": {
+            "axis": axis,
+            "values": [int(v) for v in values],
+            "seeds": [int(s) for s in seeds],
+            "n": n,
+            "m": m,
+            "L": L,
+            "m1": m1,
+            "distinct_tokens": True,
+            "horizon": f"{horizon_m} / m",
+            "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
+            "rtol": rtol,
+            "atol": atol,
+        },
+    }
 
 
 def attention_ablation(config: Config) -> dict[str, Any]:
@@ -331,7 +423,13 @@ def attention_ablation(config: Config) -> dict[str, Any]:
     t1 = max(trained.event_time, frozen.event_time)
     sel = trained.ts > t1
     a, b = trained.obs["loss"][sel], frozen.obs["loss"][sel]
-    return {"T1": trained.event_time, "T1_frozen": frozen.event_time,
-            "max_rel_gap_loss": rel_gap(b, a, pointwise=True), "loss_T": float(a[-1]),
-            "loss_T_frozen": float(b[-1]), "loss_T_ratio": float(b[-1] / a[-1]),
-            "attn_disp_T": float(trained.obs["attn_disp"][-1]), "config": config.to_dict()}
+    return {
+        "T1": trained.event_time,
+        "T1_frozen": frozen.event_time,
+        "max_rel_gap_loss": rel_gap(b, a, pointwise=True),
+        "loss_T": float(a[-1]),
+        "loss_T_frozen": float(b[-1]),
+        "loss_T_ratio": float(b[-1] / a[-1]),
+        "attn_disp_T": float(trained.obs["attn_disp"][-1]),
+        "config": config.to_dict(),
+    }

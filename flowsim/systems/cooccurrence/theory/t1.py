@@ -4,7 +4,7 @@
 and the rate of Lem 4.1; the paper writes C_T1 / (sigma1^2 m m1)), measured along one of the axes m, m1,
 sigma1 with the others fixed. `t1_vs_width` is its m axis under the theory init sigma0 = 1/sqrt(L m),
 sigma1 = 1/sqrt(m1), where sigma1^2 m m1 = m and T1 is predicted to scale as 1/m.
-Derivation: `theory/phase1_time.md`; tests: `tests/test_theory_predictions.py`.
+Derivation: `theory/phase1_time.md`; tests: `tests/test_theory_t1.py`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def theory_init_scales(m: int, m1: int, L: int) -> tuple[float, float]:
     return 1.0 / np.sqrt(L * m), 1.0 / np.sqrt(m1)
 
 
-def theory_gram_problem(data: CooccurrenceData, seed: int, d: int, m: int, m1: int, L: int,
-                        dtype: jnp.dtype = jnp.float64) -> Problem:
+def theory_gram_problem(
+    data: CooccurrenceData, seed: int, d: int, m: int, m1: int, L: int, dtype: jnp.dtype = jnp.float64
+) -> Problem:
     """The exact reduced problem of `data` under the theory init at widths (m, m1): M(0) drawn from
     its Wishart law (`wishart_gram`, key `PRNGKey(seed)`) with `theory_init_scales(m, m1, L)`."""
     s0, s1 = theory_init_scales(m, m1, L)
@@ -70,13 +71,31 @@ def _fit(x: np.ndarray, t1: np.ndarray, predicted: float) -> dict[str, Any]:
     """Log-log OLS slope of T1 against x (finite, positive T1 only), its 95% interval and the a-priori
     verdict |slope - predicted| <= ci95 + T1_EXPONENT_TOLERANCE."""
     slope, ci = loglog_slope(x, t1)
-    return {"slope": slope, "ci95": ci, "interval": [slope - ci, slope + ci], "predicted": predicted,
-            "holds": bool(abs(slope - predicted) <= ci + T1_EXPONENT_TOLERANCE)}
+    return {
+        "slope": slope,
+        "ci95": ci,
+        "interval": [slope - ci, slope + ci],
+        "predicted": predicted,
+        "holds": bool(abs(slope - predicted) <= ci + T1_EXPONENT_TOLERANCE),
+    }
 
 
-def t1_scaling(axis: Axis, values: Sequence[float], seeds: Sequence[int], *, m: int = 4096, m1: int = 256,
-               sigma1: float | None = None, n: int = 60, L: int = 5, d: int = 16, distinct_tokens: bool = False,
-               horizon: float = 20.0, rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+def t1_scaling(
+    axis: Axis,
+    values: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    m: int = 4096,
+    m1: int = 256,
+    sigma1: float | None = None,
+    n: int = 60,
+    L: int = 5,
+    d: int = 16,
+    distinct_tokens: bool = False,
+    horizon: float = 20.0,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> dict[str, Any]:
     """T1 (first time min_i y_i F_i = 0) along one axis (m, m1 or sigma1) on the exact reduced flow, and
     its log-log slope against the predicted exponent.
 
@@ -102,7 +121,7 @@ def t1_scaling(axis: Axis, values: Sequence[float], seeds: Sequence[int], *, m: 
 
     **Returns** a dict: `rows` (list of {axis value `value`, m, m1, sigma0, sigma1, seed, rate, G0_scale,
     margin0, T1, loss_T1, result}; T1 is nan where the event did not fire before `horizon`); `slope`,
-    `ci95` (half-width), `interval` of log T1 vs log value (`flowsim.verdicts.loglog_slope`, finite
+    `ci95` (half-width), `interval` of log T1 vs log value (`flowsim.loglog_slope`, finite
     points); `predicted` (`T1_EXPONENTS[axis]`), `tolerance` (0.2, fixed a priori for the unstated log
     factors) and `holds`: |slope - predicted| <= ci95 + tolerance. Also `slope_vs_rate`, `ci95_vs_rate`,
     `interval_vs_rate`, `holds_vs_rate`: the same fit against the rate, predicted -1 on every axis.
@@ -123,35 +142,73 @@ def t1_scaling(axis: Axis, values: Sequence[float], seeds: Sequence[int], *, m: 
             M0 = wishart_gram(key, d, m_p, m1_p, s0, s1, dtype)
             problem = gram_problem(M0, float(m_p), float(m1_p), data.tokens, y)
             sol = integrate(ReducedGramFlow(), problem, ts, _observe, event=min_margin, rtol=rtol, atol=atol)
-            fired = sol.event_obs is not None
-            rows.append({"value": float(value), "m": m_p, "m1": m1_p, "sigma0": s0, "sigma1": s1,
-                         "seed": int(seed), "rate": (s0 ** 2 + s1 ** 2) * m_p * m1_p,
-                         "G0_scale": s0 * s1 * float(np.sqrt(m_p * m1_p)),
-                         "margin0": float(sol.obs["min_margin"][0]), "T1": float(sol.event_time),
-                         "loss_T1": float(sol.event_obs["loss"]) if fired else float("nan"),
-                         "result": sol.result})
+            event_obs = sol.event_obs
+            fired = event_obs is not None
+            rows.append(
+                {
+                    "value": float(value),
+                    "m": m_p,
+                    "m1": m1_p,
+                    "sigma0": s0,
+                    "sigma1": s1,
+                    "seed": int(seed),
+                    "rate": (s0**2 + s1**2) * m_p * m1_p,
+                    "G0_scale": s0 * s1 * float(np.sqrt(m_p * m1_p)),
+                    "margin0": float(sol.obs["min_margin"][0]),
+                    "T1": float(sol.event_time),
+                    "loss_T1": float(event_obs["loss"]) if fired else float("nan"),
+                    "result": sol.result,
+                }
+            )
     t1 = np.array([r["T1"] for r in rows], float)
     fit = _fit(np.array([r["value"] for r in rows], float), t1, T1_EXPONENTS[axis])
     vs_rate = _fit(np.array([r["rate"] for r in rows], float), t1, T1_RATE_EXPONENT)
     fixed = {k: v for k, v in {"m": m, "m1": m1, "sigma1": sigma1}.items() if k != axis}
-    return {"axis": axis, "rows": rows, **fit, "tolerance": T1_EXPONENT_TOLERANCE,
-            **{f"{k}_vs_rate": vs_rate[k] for k in ("slope", "ci95", "interval", "holds")},
-            "n_finite": int(np.isfinite(t1).sum()), "n_points": len(rows),
-            "config": {"axis": axis, "values": [float(v) for v in values], "seeds": [int(s) for s in seeds],
-                       **fixed, "n": n, "L": L, "d": d, "distinct_tokens": distinct_tokens, "horizon": horizon,
-                       "init": "sigma0 = 1/sqrt(L m); sigma1 = the given one, or 1/sqrt(m1) "
-                               "(1/sqrt(reference m1) on the m1 axis) when None",
-                       "rtol": rtol, "atol": atol}}
+    return {
+        "axis": axis,
+        "rows": rows,
+        **fit,
+        "tolerance": T1_EXPONENT_TOLERANCE,
+        **{f"{k}_vs_rate": vs_rate[k] for k in ("slope", "ci95", "interval", "holds")},
+        "n_finite": int(np.isfinite(t1).sum()),
+        "n_points": len(rows),
+        "config": {
+            "axis": axis,
+            "values": [float(v) for v in values],
+            "seeds": [int(s) for s in seeds],
+            **fixed,
+            "n": n,
+            "L": L,
+            "d": d,
+            "distinct_tokens": distinct_tokens,
+            "horizon": horizon,
+            "init": "sigma0 = 1/sqrt(L m); sigma1 = the given one, or 1/sqrt(m1) "
+            "(1/sqrt(reference m1) on the m1 axis) when None",
+            "rtol": rtol,
+            "atol": atol,
+        },
+    }
 
 
-def t1_vs_width(widths: Sequence[int], seeds: Sequence[int], *, n: int = 60, L: int = 5, d: int = 16,
-                m1: int = 256, distinct_tokens: bool = False, horizon: float = 20.0,
-                rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+def t1_vs_width(
+    widths: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    n: int = 60,
+    L: int = 5,
+    d: int = 16,
+    m1: int = 256,
+    distinct_tokens: bool = False,
+    horizon: float = 20.0,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> dict[str, Any]:
     """T1 vs the width m under the theory init (sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)): the m axis
     of [`t1_scaling`][], predicted exponent -1 (against the rate m + m1/L: -1 at every width; the two
     differ below m ~ m1/L, where the sigma0 term dominates). Same dict as `t1_scaling`."""
-    return t1_scaling("m", widths, seeds, m1=m1, n=n, L=L, d=d, distinct_tokens=distinct_tokens,
-                      horizon=horizon, rtol=rtol, atol=atol)
+    return t1_scaling(
+        "m", widths, seeds, m1=m1, n=n, L=L, d=d, distinct_tokens=distinct_tokens, horizon=horizon, rtol=rtol, atol=atol
+    )
 
 
 def initial_rate(model: CooccurrenceTransformer) -> float:
@@ -163,8 +220,15 @@ def initial_rate(model: CooccurrenceTransformer) -> float:
     return float(u @ u + (model.a @ model.a) * jnp.mean(v))
 
 
-def t1_full_model(config: Config, widths: Sequence[int], seeds: Sequence[int], *, horizon: float = 1.0,
-                  rtol: float = 1e-8, atol: float = 1e-10) -> dict[str, Any]:
+def t1_full_model(
+    config: Config,
+    widths: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    horizon: float = 1.0,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> dict[str, Any]:
     """T1 vs width with the FULL model in any regime (e.g. the paper's experiment: kaiming init, tokens
     with replacement), against Lem 4.1's rate measured at init (`initial_rate`), predicted exponent -1.
 
@@ -185,17 +249,37 @@ def t1_full_model(config: Config, widths: Sequence[int], seeds: Sequence[int], *
             dtype = jax.tree.leaves(s.problem.params0)[0].dtype
             ts = jnp.asarray([0.0, horizon], dtype)
             full = integrate(GradientFlow(), s.problem, ts, _observe, event=min_margin, rtol=rtol, atol=atol)
-            red = integrate(ReducedGramFlow(), reduce_problem(s.problem), ts, _observe, event=min_margin,
-                            rtol=rtol, atol=atol)
-            rows.append({"m": int(m), "seed": int(seed), "rate": initial_rate(s.model), "T1": float(full.event_time),
-                         "T1_reduced": float(red.event_time),
-                         "loss_T1": float(full.event_obs["loss"]) if full.event_obs is not None else float("nan"),
-                         "result": full.result})
+            red = integrate(
+                ReducedGramFlow(), reduce_problem(s.problem), ts, _observe, event=min_margin, rtol=rtol, atol=atol
+            )
+            rows.append(
+                {
+                    "m": int(m),
+                    "seed": int(seed),
+                    "rate": initial_rate(s.model),
+                    "T1": float(full.event_time),
+                    "T1_reduced": float(red.event_time),
+                    "loss_T1": float(full.event_obs["loss"]) if full.event_obs is not None else float("nan"),
+                    "result": full.result,
+                }
+            )
     t1 = np.array([r["T1"] for r in rows], float)
     t1r = np.array([r["T1_reduced"] for r in rows], float)
     fit = _fit(np.array([r["rate"] for r in rows], float), t1, T1_RATE_EXPONENT)
     vs_m = _fit(np.array([r["m"] for r in rows], float), t1, T1_EXPONENTS["m"])
-    return {"rows": rows, **fit, "tolerance": T1_EXPONENT_TOLERANCE, "slope_vs_m": vs_m["slope"],
-            "ci95_vs_m": vs_m["ci95"], "max_rel_diff_reduced": float(np.nanmax(np.abs(t1r / t1 - 1))),
-            "config": {**config.to_dict(), "widths": [int(w) for w in widths], "seeds": [int(s) for s in seeds],
-                       "horizon": horizon, "rtol": rtol, "atol": atol}}
+    return {
+        "rows": rows,
+        **fit,
+        "tolerance": T1_EXPONENT_TOLERANCE,
+        "slope_vs_m": vs_m["slope"],
+        "ci95_vs_m": vs_m["ci95"],
+        "max_rel_diff_reduced": float(np.nanmax(np.abs(t1r / t1 - 1))),
+        "config": {
+            **config.to_dict(),
+            "widths": [int(w) for w in widths],
+            "seeds": [int(s) for s in seeds],
+            "horizon": horizon,
+            "rtol": rtol,
+            "atol": atol,
+        },
+    }
