@@ -58,7 +58,7 @@ ROW_KEYS = (
 def full_model(regime: str) -> dict[str, Any]:
     """Flow of the full model at the paper's sizes in one regime, with the Phase-2 comparisons."""
     from flowsim import Config, random_token_overlap, run_flow, setup
-    from flowsim.systems.cooccurrence.theory.phase2 import (
+    from flowsim.systems.cooccurrence.theory import (
         attention_ablation,
         balancing_summary,
         compare_phase2,
@@ -165,7 +165,7 @@ def main() -> None:
 
     jax.config.update("jax_enable_x64", True)
     from flowsim._results import package_versions, write_json
-    from flowsim.systems.cooccurrence.theory.phase2 import phase2_scan
+    from flowsim.systems.cooccurrence.theory import phase2_scan
 
     start = time.perf_counter()
     scans = {"m": phase2_scan("m", WIDTHS, SEEDS, n=24), "n": phase2_scan("n", NS, SEEDS, m=16384)}

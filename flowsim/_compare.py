@@ -138,7 +138,7 @@ def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, fl
 
 def compare_lrs(
     config: Config,
-    lrs: Sequence[float],
+    lrs: Sequence[int | float],
     dynamics: Sequence[str] = ("gf", "igr", "sme"),
     *,
     horizon: float | None = None,

@@ -15,7 +15,7 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any, final
 
-from ._fields import ConfigError, check_fields, field, read_table, require
+from ._fields import ConfigError, check_fields, check_values, field, read_table, require
 
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5")
 PRECISIONS = ("float64", "float32")
@@ -87,8 +87,10 @@ class Config:
             raise ConfigError(
                 f"unknown config field(s) {unknown} for system {name!r}; known fields: {sorted(task_names | run_names)}"
             )
-        task = sys_.config_type(**{k: v for k, v in fields.items() if k in task_names})
-        run = RunConfig(**{k: v for k, v in fields.items() if k in run_names})
+        # Raw values (from files, the CLI, sweep specs) are validated and ints widened to floats before the
+        # dataclasses are built, so each part is constructed with its fields' declared types.
+        task = sys_.config_type(**check_values(sys_.config_type, {k: v for k, v in fields.items() if k in task_names}))
+        run = RunConfig(**check_values(RunConfig, {k: v for k, v in fields.items() if k in run_names}))
         size = sys_.train_size(task)
         require(run.batch_size <= size, "batch_size", f"in [1, n={size}] (the training-set size)", run.batch_size)
         object.__setattr__(self, "system", name)
@@ -142,9 +144,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build from a flat table (`system` optional); unknown keys raise `ConfigError`."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a config must be a table of field = value pairs, got {type(data).__name__}")
-        data = dict(data)
+        data = dict(_table(data))
         system = data.pop("system", None)
         if system is not None and not isinstance(system, str):
             raise ConfigError(f"invalid system={system!r}: system must be a registered system name")
@@ -154,10 +154,17 @@ class Config:
     def from_file(cls, path: str | pathlib.Path, system: str | None = None) -> Config:
         """Load a `.json`, `.toml` or `.yaml` file (a flat table of fields; `system` overrides the
         file's own `system` key when given)."""
-        data = read_table(path, "config file")
-        if isinstance(data, Mapping) and system is not None:
+        data = _table(read_table(path, "config file"))
+        if system is not None:
             data = {**data, "system": system}
         return cls.from_dict(data)
+
+
+def _table(data: object) -> Mapping[str, Any]:
+    """`data` if it is a table (a mapping), else `ConfigError`: parsed files may hold any JSON value."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config must be a table of field = value pairs, got {type(data).__name__}")
+    return data
 
 
 def _from_flat(data: Mapping[str, Any]) -> Config:

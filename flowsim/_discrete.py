@@ -34,8 +34,8 @@ class DiscreteSolution:
     axis S (SGD: (seeds, S, ...)); `params` final parameters (SGD: leading seed axis);
     `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed);
     `crossings` event name -> (time, first recorded step at or after it) where the event's condition
-    crosses zero in its direction, interpolated between save points (nan, -1 if it never does; SGD:
-    arrays over seeds).
+    crosses zero in its direction, interpolated between save points (numpy scalars; nan, -1 if it never
+    does; SGD: arrays over seeds).
     """
 
     steps: np.ndarray
@@ -43,7 +43,9 @@ class DiscreteSolution:
     obs: dict[str, np.ndarray]
     params: PyTree
     diverged_step: np.ndarray
-    crossings: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+    crossings: dict[str, tuple[np.ndarray | np.floating, np.ndarray | np.integer]] = dataclasses.field(
+        default_factory=dict
+    )
 
     @property
     def diverged(self) -> bool:
@@ -110,7 +112,7 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
         return jax.lax.fori_loop(0, length, body, (params, vel, bad))
 
     def observe(k, params):
-        return observer(k * update.lr, params, problem)
+        return observer(k.astype(update.lr.dtype) * update.lr, params, problem)
 
     params0 = problem.params0
     if batched:
@@ -182,7 +184,7 @@ class _WithEvents(eqx.Module):
 def _finish(steps, lr, out, events: Sequence[Event] = ()) -> DiscreteSolution:
     obs, params, bad = out
     obs = jax.tree.map(np.asarray, obs)
-    crossings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    crossings: dict[str, tuple[np.ndarray | np.floating, np.ndarray | np.integer]] = {}
     if events:
         conds, obs = obs["events"], obs["obs"]
         ts = steps * lr

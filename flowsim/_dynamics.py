@@ -36,7 +36,7 @@ class AbstractDynamics(eqx.Module):
     """d(state)/dt = vector_field(t, state, problem) [+ diffusion(t, state, problem) dW]."""
 
     @abc.abstractmethod
-    def vector_field(self, t: Array, state: PyTree, problem: Problem) -> PyTree:
+    def vector_field(self, t: float | Array, state: PyTree, problem: Problem) -> PyTree:
         """Time derivative of the state; same PyTree structure as the state."""
 
     @abc.abstractmethod
@@ -48,7 +48,7 @@ class AbstractDynamics(eqx.Module):
         """The trainable parameters inside a state."""
 
     @abc.abstractmethod
-    def diffusion(self, t: Array, state: PyTree, problem: Problem) -> lx.AbstractLinearOperator | None:
+    def diffusion(self, t: float | Array, state: PyTree, problem: Problem) -> lx.AbstractLinearOperator | None:
         """Noise operator mapping a Brownian increment of shape `noise_shape` to a state-shaped
         PyTree, or None for an ODE."""
 
@@ -66,7 +66,7 @@ class AbstractFlow(AbstractDynamics):
     def params(self, state: PyTree) -> PyTree:
         return state
 
-    def diffusion(self, t: Array, state: PyTree, problem: Problem) -> None:
+    def diffusion(self, t: float | Array, state: PyTree, problem: Problem) -> None:
         return None
 
     def noise_shape(self, problem: Problem) -> tuple[int, ...]:
@@ -101,7 +101,7 @@ class GradientFlow(AbstractFlow):
 
     weight_decay: Array | None = eqx.field(default=None, converter=_traced_or_none)
 
-    def vector_field(self, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    def vector_field(self, t: float | Array, params: PyTree, problem: Problem) -> PyTree:
         v = _negative_gradient(problem, params)
         if self.weight_decay is None:
             return v
@@ -118,7 +118,7 @@ class ModifiedFlow(AbstractFlow):
 
     lr: Array = eqx.field(converter=_traced)
 
-    def vector_field(self, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    def vector_field(self, t: float | Array, params: PyTree, problem: Problem) -> PyTree:
         return _negative_gradient(problem, params, self.lr)
 
 
@@ -140,13 +140,13 @@ class HeavyBallFlow(AbstractDynamics):
     def params(self, state: tuple[PyTree, PyTree]) -> PyTree:
         return state[0]
 
-    def diffusion(self, t: Array, state: tuple[PyTree, PyTree], problem: Problem) -> None:
+    def diffusion(self, t: float | Array, state: tuple[PyTree, PyTree], problem: Problem) -> None:
         return None
 
     def noise_shape(self, problem: Problem) -> tuple[int, ...]:
         return ()
 
-    def vector_field(self, t: Array, state: tuple[PyTree, PyTree], problem: Problem):
+    def vector_field(self, t: float | Array, state: tuple[PyTree, PyTree], problem: Problem):
         theta, vel = state
         mass = 0.5 * self.lr * (1 + self.momentum)
         force = _negative_gradient(problem, theta)
@@ -170,7 +170,7 @@ class SGDModifiedEquation(AbstractDynamics):
     batch_size: int = eqx.field(static=True)
     correction: bool = eqx.field(static=True, default=True)
 
-    def vector_field(self, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    def vector_field(self, t: float | Array, params: PyTree, problem: Problem) -> PyTree:
         return _negative_gradient(problem, params, self.lr)
 
     def initial_state(self, params0: PyTree) -> PyTree:
@@ -182,7 +182,7 @@ class SGDModifiedEquation(AbstractDynamics):
     def noise_shape(self, problem: Problem) -> tuple[int, ...]:
         return (problem.n,)
 
-    def diffusion(self, t: Array, params: PyTree, problem: Problem) -> lx.AbstractLinearOperator:
+    def diffusion(self, t: float | Array, params: PyTree, problem: Problem) -> lx.AbstractLinearOperator:
         n, B = problem.n, self.batch_size
         fpc = (n - B) / (n - 1) if self.correction and n > 1 else 1.0
         scale = jnp.sqrt(self.lr * fpc / (B * n))

@@ -14,7 +14,7 @@ import math
 import os
 import pathlib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -105,6 +105,29 @@ def _ok(f: dataclasses.Field, v: Any) -> bool:
     return not (hi is not None and (v >= hi if m.get("high_open") else v > hi))
 
 
+def _checked(f: dataclasses.Field, v: Any) -> Any:
+    """`v` validated against field `f` (an int widened to float for a float field); else `ConfigError`."""
+    if kind(f) is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    require(_ok(f, v), f.name, allowed(f), v)
+    return v
+
+
+def check_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate raw `values` (e.g. parsed from a file or the command line) for fields of the dataclass
+    `cls` against their metadata, before `cls(**values)` is built.
+
+    **Returns:** the values with ints widened to floats for float fields, so that they have the
+    fields' declared types. Raises `ConfigError` naming the first bad field in declaration order;
+    names that are not fields of `cls` are passed through unchanged.
+    """
+    out = dict(values)
+    for f in dataclasses.fields(cls):
+        if f.name in out:
+            out[f.name] = _checked(f, out[f.name])
+    return out
+
+
 def check_fields(obj: Any) -> None:
     """Validate every field of the dataclass instance `obj` against its metadata.
 
@@ -113,10 +136,9 @@ def check_fields(obj: Any) -> None:
     """
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if kind(f) is float and isinstance(v, int) and not isinstance(v, bool):
-            object.__setattr__(obj, f.name, float(v))
-            v = float(v)
-        require(_ok(f, v), f.name, allowed(f), v)
+        w = _checked(f, v)
+        if w is not v:
+            object.__setattr__(obj, f.name, w)
 
 
 def shape_fields(cls: type) -> tuple[str, ...]:

@@ -170,7 +170,7 @@ def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, 
 def integrate(
     dynamics: AbstractDynamics,
     problem: Problem,
-    ts: Array | np.ndarray,
+    ts: Array | np.ndarray | Sequence[float],
     observer: Observer,
     *,
     event: Event | EventCondition | Sequence[Event] | None = None,
@@ -188,11 +188,12 @@ def integrate(
     PyTree structure and that the observer returns a PyTree of arrays.
 
     **Arguments:** `dynamics`: an `AbstractDynamics`; `problem`: the `Problem` (passed as `args`);
-    `ts`: save times; `observer(t, params, problem)`: PyTree of arrays to record (`params` is the
-    trainable part; `problem.model(params)` is the full model); `event`: one `flowsim.Event`, several
-    (each located once, in the order they fire), or a bare condition (an upward crossing, named
-    "event"); `solver`: a name in `SOLVERS` or a diffrax solver; `rtol`, `atol`: PID controller
-    tolerances (`dt0` with "euler"/"heun" gives fixed steps instead); `max_steps`: per piece.
+    `ts`: save times (a 1-D floating array or list of floats); `observer(t, params, problem)`: PyTree
+    of arrays to record (`params` is the trainable part; `problem.model(params)` is the full model);
+    `event`: one `flowsim.Event`, several (each located once, in the order they fire), or a bare
+    condition (an upward crossing, named "event"); `solver`: a name in `SOLVERS` or a diffrax solver;
+    `rtol`, `atol`: PID controller tolerances (`dt0` with "euler"/"heun" gives fixed steps instead);
+    `max_steps`: per piece.
 
     **Returns:** a [`FlowSolution`][flowsim.FlowSolution]; failures are reported in `.result`
     (call `.check()` to raise).

@@ -12,8 +12,9 @@ def logistic_loss(output: Float[Array, ""], target: Float[Array, ""]) -> Float[A
     return jax.nn.softplus(-target * output)
 
 
-def squared_loss(output: Float[Array, "*shape"], target: Float[Array, "*shape"]) -> Float[Array, ""]:
-    """1/2 ||output - target||^2, summed over any trailing shape (scalar or vector targets)."""
+def squared_loss(output: Float[Array, "*#shape"], target: Float[Array, "*#shape"]) -> Float[Array, ""]:
+    """1/2 ||output - target||^2, summed over any trailing shape (scalar or vector targets; shapes that
+    broadcast against each other, e.g. a scalar output and a (1,) target)."""
     return 0.5 * jnp.sum((output - target) ** 2)
 
 

@@ -6,12 +6,13 @@ its trainable parameter PyTree, so that GD, SGD and the gradient flow share one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Int, PyTree
 
 
@@ -65,14 +66,15 @@ class Problem(eqx.Module):
 def make_problem(
     model: eqx.Module,
     inputs: PyTree,
-    targets: Array,
+    targets: ArrayLike | Sequence[Any],
     loss_fn: Callable[[Array, Array], Array],
     trainable: PyTree[bool] | Callable[[Any], bool] | None = None,
 ) -> Problem:
     """Build a `Problem`.
 
     **Arguments:** `model`: an equinox Module mapping one input to an output of any shape; `inputs`:
-    PyTree of arrays with leading axis n; `targets`: array with leading axis n (any trailing shape);
+    PyTree of arrays with leading axis n; `targets`: array (jax, numpy or nested lists) with leading axis n
+    (any trailing shape);
     `loss_fn(output, target)`: the per-sample loss, a scalar (required: e.g. `flowsim.logistic_loss`,
     `flowsim.squared_loss`, `flowsim.cross_entropy_loss`);
     `trainable`: a filter (PyTree of bools or a predicate on leaves, as in `eqx.partition`) selecting

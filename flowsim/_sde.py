@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import final
 
 import diffrax
@@ -64,7 +65,7 @@ def _sde_paths(dynamics, problem, observer, ts, dt, keys, max_steps):
 def integrate_sde(
     dynamics: AbstractDynamics,
     problem: Problem,
-    ts: Array | np.ndarray,
+    ts: Array | np.ndarray | Sequence[float],
     observer: Observer,
     *,
     dt: float,

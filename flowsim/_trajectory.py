@@ -102,4 +102,4 @@ def solve_discrete(
     steps = jnp.asarray(steps)
     update = _update(lr, momentum, weight_decay)
     obs, params, bad = _run(problem, observer, update, steps, keys, batch_size, None, sampling)
-    return Trajectory(steps * update.lr, obs, params, bad, jnp.asarray(steps[-1]))
+    return Trajectory(steps.astype(update.lr.dtype) * update.lr, obs, params, bad, jnp.asarray(steps[-1]))

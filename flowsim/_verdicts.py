@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, final
 
 import numpy as np
+from jax.typing import ArrayLike
 
 STATUSES = ("PASS", "FAIL", "INFO")
+# What the measurements read (through `np.asarray(x, float)`): arrays, scalars or lists of numbers.
+Series = ArrayLike | Sequence[Any]
 
 
 @final
@@ -45,7 +49,7 @@ def _num(x: Any) -> Any:
     return x
 
 
-def rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
+def rel_gap(a: Series, b: Series, pointwise: bool) -> float:
     """max |a - b| / |b| (pointwise, for quantities spanning decades) or / max |b| (range-normalised)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if pointwise:
@@ -53,7 +57,7 @@ def rel_gap(a: np.ndarray, b: np.ndarray, pointwise: bool) -> float:
     return float(np.nanmax(np.abs(a - b)) / max(np.nanmax(np.abs(b)), 1e-300))
 
 
-def loglog_slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def loglog_slope(t: Series, y: Series) -> tuple[float, float]:
     """OLS slope of log y against log t and the half-width of its 95% confidence interval.
 
     Points where t or y is not finite and positive are left out; (nan, nan) if fewer than two

@@ -1,8 +1,10 @@
-"""Shared pytest setup: every test runs in float64."""
+"""Shared pytest setup: every test runs in float64, with strict dtype promotion and no implicit rank promotion."""
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import pathlib  # noqa: E402
 

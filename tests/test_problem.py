@@ -13,7 +13,6 @@ from flowsim import Problem, logistic_loss, make_problem, squared_loss
 from flowsim.systems.cooccurrence import CooccurrenceTransformer, make_dataset
 
 D, M, M1, L, N = 8, 4, 6, 4, 12
-TRAIN_QKVW = CooccurrenceTransformer(True, True, True, True, False)  # type: ignore[arg-type]
 
 
 def _model(seed: int = 0) -> CooccurrenceTransformer:
@@ -25,6 +24,9 @@ def _model(seed: int = 0) -> CooccurrenceTransformer:
         jnp.asarray(0.5 * rng.standard_normal((M1, M))),
         jnp.asarray(rng.choice([-1.0, 1.0], size=M1)),
     )
+
+
+TRAIN_QKVW = _model().trainable(train_a=False)  # the filter spec of every model here (same structure)
 
 
 @pytest.fixture(scope="module")
@@ -253,15 +255,19 @@ def test_filter_selecting_nothing_raises_type_error(model, data):
         make_problem(model, data.tokens, data.y, logistic_loss, trainable=lambda leaf: False)
 
 
+# Arguments of the wrong type are refused with a TypeError naming them: by make_problem's own checks, or,
+# under the test suite's jaxtyping import hook (--jaxtyping-packages), by the run-time type checker first.
+
+
 def test_non_module_without_arrays_raises_type_error():
-    with pytest.raises(TypeError, match="no trainable"):
+    with pytest.raises(TypeError, match=r"no trainable|typechecking parameter 'model'"):
         make_problem(lambda x: 0.0, jnp.zeros((6, 4)), jnp.ones(6), logistic_loss)  # type: ignore[arg-type]
 
 
 def test_loss_fn_is_required_and_must_be_callable(model, data):
     with pytest.raises(TypeError, match="loss_fn"):
         make_problem(model, data.tokens, data.y)  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match="loss_fn must be a function"):
+    with pytest.raises(TypeError, match=r"loss_fn must be a function|typechecking parameter 'loss_fn'"):
         make_problem(model, data.tokens, data.y, "logistic")  # type: ignore[arg-type]
 
 
@@ -273,5 +279,6 @@ def test_targets_with_trailing_axes(model, data):
     assert sq.targets.shape == (N, 1) and sq.n == N
     F, loss = jax.jit(lambda pr, p: (pr.outputs(p), pr.loss(p)))(sq, sq.params0)
     np.testing.assert_allclose(float(loss), np.mean(0.5 * (np.asarray(F) - np.asarray(data.y)) ** 2), rtol=1e-12)
-    with pytest.raises(TypeError, match="scalar per sample"):
+    # refused by make_problem's shape check, or (under the jaxtyping hook) by logistic_loss's scalar annotation
+    with pytest.raises(TypeError, match=r"(?s)scalar per sample|over the dataset failed: .*parameter 'target'"):
         make_problem(model, data.tokens, column, logistic_loss, trainable=TRAIN_QKVW)

@@ -194,6 +194,15 @@ run_sweep(spec, sys.argv[1], workers=2, progress=False)
 """
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_resume_after_sigkill_loses_and_redoes_nothing(tmp_path):
     """A sweep on a pool of 2 worker processes is SIGKILLed mid-run; the rerun (in this process)
     keeps every finished file untouched and runs exactly the missing points."""
@@ -220,9 +229,19 @@ def test_resume_after_sigkill_loses_and_redoes_nothing(tmp_path):
         child.wait()
     before = {f.name: f.stat().st_mtime_ns for f in files(out)}
     assert 3 <= len(before) < 32, f"kill landed at {len(before)} of 32 points"
+    workers = set()
     for f in files(out):
         rec = json.loads(f.read_text())  # every file is complete JSON (atomic writes)
         assert rec["pid"] not in (child.pid, os.getpid())  # run by a pool worker
+        workers.add(rec["pid"])
+    # The pool's workers end with their parent, even after a SIGKILL: none is left orphaned.
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"worker processes {left} outlived the killed sweep"
     r = run_sweep(SweepSpec.from_dict(data), out, workers=1, progress=False)
     assert r.skipped == len(before) and r.done == 32 - len(before)
     after = {f.name: f.stat().st_mtime_ns for f in files(out)}

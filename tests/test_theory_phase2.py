@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flowsim import integrate
-from flowsim.systems.cooccurrence.theory.phase2 import (
+from flowsim.systems.cooccurrence.theory import (
     Phase2System,
     loss_law_fit,
     phase2_observer,
@@ -135,7 +135,7 @@ def test_random_token_overlap_counts_shared_tokens(small_setup):
 def test_frozen_attention_barely_changes_the_loss(small_config):
     # The Phase-2 system's assumption A1 (attention frozen) on the flow itself: attention does learn
     # (its displacement is non-zero and it lowers the loss), but by well under 2% of the loss.
-    from flowsim.systems.cooccurrence.theory.phase2 import attention_ablation
+    from flowsim.systems.cooccurrence.theory import attention_ablation
 
     r = attention_ablation(small_config)
     assert r["attn_disp_T"] > 1e-5

@@ -12,7 +12,7 @@ from typing import Any, Literal, final
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, PyTree
 
 
 @final
@@ -32,6 +32,11 @@ class CooccurrenceTransformer(eqx.Module):
     @property
     def m(self) -> int:
         return self.W_Q.shape[0]
+
+    def trainable(self, train_a: bool = False) -> PyTree[bool]:
+        """Filter spec for `flowsim.make_problem`: W_Q, W_K, W_V and W are trained, the read-out `a`
+        only if `train_a`."""
+        return eqx.tree_at(lambda t: t.a, jax.tree.map(lambda _: True, self), replace=train_a)
 
     def u(self) -> Float[Array, " m"]:
         """u = W^T a, the MLP read-out direction."""

@@ -58,7 +58,8 @@ class CooccurrenceObserver(eqx.Module):
         overlap = random_token_overlap(problem.inputs, problem.targets, model.W_V.shape[1])
         return cls(jnp.asarray(kind), p0, overlap)
 
-    def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
+    def __call__(self, t: float | Array, params: PyTree, problem: Problem) -> dict[str, Array]:
+        """The tracked quantities at `params` (they do not depend on the time `t`)."""
         model = problem.model(params)
         tokens = problem.inputs
         obs = margin_observables(problem.targets * problem.outputs(params), self.kind, self.overlap)
@@ -77,7 +78,7 @@ class CooccurrenceObserver(eqx.Module):
             obs[f"v_{a}{b}"] = vv[a - 1, b - 1]
         p = _attention(model, tokens)
         L = tokens.shape[1]
-        is1, is2, is3 = (tokens == MU1), (tokens == MU2), (tokens == MU3)
+        is1, is2, is3 = ((tokens == mu).astype(p.dtype) for mu in (MU1, MU2, MU3))
         both = (self.kind == 1).astype(p.dtype)
         q1k2 = jnp.einsum("nlh,nl,nh->n", p, is1, is2)
         q2k1 = jnp.einsum("nlh,nl,nh->n", p, is2, is1)

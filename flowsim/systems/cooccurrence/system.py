@@ -21,14 +21,14 @@ from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, 
 from ..._verdicts import Verdict
 from .config import CooccurrenceConfig
 from .data import CooccurrenceData, make_dataset, sample_population
-from .model import CooccurrenceTransformer, init_transformer
+from .model import init_transformer
 from .observables import CooccurrenceObserver
 from .verdicts import VERDICT_NEEDS, evaluate
 
 PHASE1_END = "phase1_end"
 
 
-def min_margin(t: Array, params: PyTree, problem: Problem) -> Array:
+def min_margin(t: float | Array, params: PyTree, problem: Problem) -> Array:
     """Event condition for the end of Phase 1: min_i y_i F(X_i) (crosses 0 upwards)."""
     return jnp.min(problem.targets * problem.outputs(params))
 
@@ -36,15 +36,11 @@ def min_margin(t: Array, params: PyTree, problem: Problem) -> Array:
 PHASE1_EVENT = Event(PHASE1_END, min_margin, "up", "end of Phase 1")
 
 
-def _trainable(task: CooccurrenceConfig) -> CooccurrenceTransformer:
-    return CooccurrenceTransformer(True, True, True, True, task.train_a)  # type: ignore[arg-type]
-
-
 @eqx.filter_jit
 def _population_loss(problem: Problem, params: PyTree, key: Array, num: int, L: int, d: int) -> Array:
     fresh = sample_population(key, num, L, d)
     out = jax.vmap(problem.model(params))(fresh.tokens)
-    return jnp.mean(logistic_loss(out, fresh.y.astype(out.dtype)))
+    return jnp.mean(jax.vmap(logistic_loss)(out, fresh.y.astype(out.dtype)))  # the per-sample loss, per sample
 
 
 def _fig(verdict: str, figure: str):
@@ -206,7 +202,7 @@ class CooccurrenceSystem(AbstractSystem):
             )
         model = jax.tree.map(lambda x: jnp.asarray(x, dtype), model)
         data = CooccurrenceData(data.tokens, jnp.asarray(data.y, dtype), data.kind)
-        problem = make_problem(model, data.tokens, data.y, logistic_loss, _trainable(task))
+        problem = make_problem(model, data.tokens, data.y, logistic_loss, model.trainable(task.train_a))
         observer = CooccurrenceObserver.at_init(problem, data.kind)
         return Setup(config, keys, data, model, problem, observer, (PHASE1_EVENT,))
 

@@ -14,6 +14,8 @@ import numpy as np
 from ..._verdicts import Verdict, loglog_slope, rel_gap, verdict as _v
 
 Obs = Mapping[str, np.ndarray]
+# Observables at one time (e.g. at T1): 0-d arrays, numpy scalars or Python numbers.
+ObsAt = Mapping[str, np.ndarray | np.floating | float | int]
 
 SCORE_KEYS = tuple(f"score_{a}{b}" for a in (1, 2, 3) for b in (1, 2, 3))
 G_KEYS = ("G1", "G2", "G3")
@@ -43,7 +45,19 @@ COMPARED = (
 )
 
 
-def phase1_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
+def _nanmax(x: np.ndarray) -> float:
+    """Max over the finite-or-inf entries; nan (without numpy's warning) when there are none."""
+    x = np.asarray(x, float)
+    return float(np.max(x[~np.isnan(x)])) if np.any(~np.isnan(x)) else float("nan")
+
+
+def _nanmin(x: np.ndarray) -> float:
+    """Min over the non-nan entries; nan (without numpy's warning) when there are none."""
+    x = np.asarray(x, float)
+    return float(np.min(x[~np.isnan(x)])) if np.any(~np.isnan(x)) else float("nan")
+
+
+def phase1_verdicts(flow: Obs, t1: float | None, at_t1: ObsAt | None) -> list[Verdict]:
     """Thm 3.1: at T1 the MLP has aligned (G1, G2 > 0 > G3, moved by Theta(1)), every sample is
     classified correctly, the loss is still Theta(1), and attention has barely moved."""
     claim1 = "Phase 1 ends at a finite T1 (first time every margin y_i F(X_i) > 0)"
@@ -115,7 +129,7 @@ def phase1_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verd
     return out
 
 
-def phase2_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
+def phase2_verdicts(flow: Obs, t1: float | None, at_t1: ObsAt | None) -> list[Verdict]:
     """Thm 3.2 directions, Thm F.8's 1/t loss decay and Lemmas 4.4/4.5 (automatic balancing)."""
     if t1 is None or at_t1 is None:
         return [_v("phase2", "Phase 2 claims", {}, "needs the end of Phase 1", False)]
@@ -157,7 +171,7 @@ def phase2_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verd
         )
     )
     r23 = flow["S2_over_S3"][ph2]
-    worst = float(np.nanmax(np.maximum(r23, 1 / r23)))
+    worst = _nanmax(np.maximum(r23, 1 / r23))
     out.append(
         _v(
             "balance.S2_S3",
@@ -173,12 +187,12 @@ def phase2_verdicts(flow: Obs, t1: float | None, at_t1: Obs | None) -> list[Verd
         _v(
             "balance.R",
             "R(t) = (S2+S3+S4-S1)/(S1-S2) stays in [1, 3] and contracts into (1, 2) (Lem. 4.5)",
-            {"fraction_in_(1,2)": inside, "R_min": float(np.nanmin(R)), "R_max": float(np.nanmax(R)), "R_T": fT["R"]},
+            {"fraction_in_(1,2)": inside, "R_min": _nanmin(R), "R_max": _nanmax(R), "R_T": fT["R"]},
             "1 <= R(t) <= 3 on Phase 2 and 1 < R(T) < 2",
-            bool(np.nanmin(R) >= 1 and np.nanmax(R) <= 3 and 1 < fT["R"] < 2),
+            bool(_nanmin(R) >= 1 and _nanmax(R) <= 3 and 1 < fT["R"] < 2),
         )
     )
-    ratios = {k: float(np.nanmax(flow[f"g_ratio_type{k}"][ph2])) for k in (1, 2, 3, 4)}
+    ratios = {k: _nanmax(flow[f"g_ratio_type{k}"][ph2]) for k in (1, 2, 3, 4)}
     out.append(
         _v(
             "balance.within_type",
@@ -241,7 +255,7 @@ def comparison_verdicts(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | 
     return out
 
 
-def evaluate(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | None, at_t1: Obs | None) -> list[Verdict]:
+def evaluate(flow: Obs, gd: Obs | None, sgd: Obs | None, t1: float | None, at_t1: ObsAt | None) -> list[Verdict]:
     """All verdicts of a run, in the order of the README table (comparisons with a run that is
     missing, None or empty, are skipped)."""
     return phase1_verdicts(flow, t1, at_t1) + phase2_verdicts(flow, t1, at_t1) + comparison_verdicts(flow, gd, sgd, t1)

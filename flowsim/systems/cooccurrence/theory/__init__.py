@@ -18,12 +18,16 @@ from .gram import (
 from .phase2 import (
     Phase2Model as Phase2Model,
     Phase2System as Phase2System,
-    attention_ablation as attention_ablation,
     balancing_summary as balancing_summary,
     compare_phase2 as compare_phase2,
     loss_law_fit as loss_law_fit,
     phase2_observer as phase2_observer,
     phase2_problem as phase2_problem,
+)
+from .phase2_scan import (
+    PHASE2_ERROR_PREDICTED as PHASE2_ERROR_PREDICTED,
+    PHASE2_ERROR_TOLERANCE as PHASE2_ERROR_TOLERANCE,
+    attention_ablation as attention_ablation,
     phase2_scan as phase2_scan,
 )
 from .t1 import (

@@ -55,7 +55,7 @@ class _Observer(eqx.Module):
     def at_init(cls, problem: Problem) -> _Observer:
         return cls(_attention(problem, problem.params0))
 
-    def __call__(self, t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
+    def __call__(self, t: float | Array, params: PyTree, problem: Problem) -> dict[str, Array]:
         return {"loss": problem.loss(params), "attn_disp": jnp.max(jnp.abs(_attention(problem, params) - self.p0))}
 
 
@@ -66,7 +66,7 @@ class _LossBelow(eqx.Module):
 
     target: Float[Array, ""]
 
-    def __call__(self, t: Array, params: PyTree, problem: Problem) -> Array:
+    def __call__(self, t: float | Array, params: PyTree, problem: Problem) -> Array:
         return self.target - problem.loss(params)
 
 

@@ -29,6 +29,7 @@ from typing import final
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int, PyTree
 
 from ...._dynamics import AbstractFlow
@@ -54,17 +55,19 @@ def _sym(M: Array) -> Array:
     return 0.5 * (M + M.T)
 
 
-def surrogate(S: Float[Array, "d d"], G: Float[Array, " d"], m: Array | float) -> CooccurrenceTransformer:
+def surrogate(S: Float[Array, "d d"], G: Float[Array, " d"], m: int | float | Array) -> CooccurrenceTransformer:
     """A width-d `CooccurrenceTransformer` with the same outputs as any width-m model with scores S and
     MLP function G, so the reduced loss runs through the model's own forward pass (no copy of it).
 
     W_Q = sqrt(d/m) I and W_K = S^T give scores sqrt(d/m) S, which the model divides by sqrt(d):
-    S / sqrt(m). W_V = G (1, d), W = [[1]], a = [1] give u = [1] and u^T W_V = G.
+    S / sqrt(m). W_V = [G; 0] (d, d), W = [e_1^T] (1, d), a = [1] give u = e_1 and u^T W_V = G exactly
+    (the model's widths: m = d for W_Q, W_K, W_V and W's columns, m1 = 1).
     """
     d = S.shape[0]
-    one = jnp.ones((1,), S.dtype)
+    W_V = jnp.zeros((d, d), S.dtype).at[0].set(G)
+    e1 = jnp.zeros((1, d), S.dtype).at[0, 0].set(1.0)
     return CooccurrenceTransformer(
-        W_Q=jnp.sqrt(d / m) * jnp.eye(d, dtype=S.dtype), W_K=S.T, W_V=G[None, :], W=one[None, :], a=one
+        W_Q=jnp.sqrt(d / m) * jnp.eye(d, dtype=S.dtype), W_K=S.T, W_V=W_V, W=e1, a=jnp.ones((1,), S.dtype)
     )
 
 
@@ -73,7 +76,7 @@ def loss_from_SG(
     G: Float[Array, " d"],
     tokens: Int[Array, "n L"],
     y: Float[Array, " n"],
-    m: Array | float,
+    m: int | float | Array,
     loss_fn: Callable[[Array, Array], Array] = logistic_loss,
 ) -> Float[Array, ""]:
     """Empirical loss (1/n) sum_i loss_fn(F(X_i), y_i) as a function of S = W_K^T W_Q and G = u^T W_V only."""
@@ -111,24 +114,26 @@ class GramModel(eqx.Module):
     def __call__(self, tokens: Int[Array, " L"]) -> Float[Array, ""]:
         return self.surrogate()(tokens)
 
-
-_TRAIN_M = GramModel(True, False, False)  # type: ignore[arg-type]
+    def trainable(self) -> PyTree[bool]:
+        """Filter spec of the reduced problem: M is trained, the widths m and m1 are frozen."""
+        return eqx.tree_at(lambda g: g.M, jax.tree.map(lambda _: False, self), replace=True)
 
 
 def gram_problem(
     M0: Float[Array, "p p"],
-    m: float,
-    m1: float,
+    m: int | float | Array,
+    m1: int | float | Array,
     tokens: Int[Array, "n L"],
     y: Float[Array, " n"],
     loss_fn: Callable[[Array, Array], Array] = logistic_loss,
 ) -> Problem:
-    """A `Problem` over the reduced model: `params0` holds M0 (the only trained leaf), `frozen` m, m1."""
+    """A `Problem` over the reduced model: `params0` holds M0 (the only trained leaf), `frozen` the widths
+    m, m1 (= a^T a; numbers or 0-d arrays, stored as arrays of M0's dtype)."""
     M0 = jnp.asarray(M0)
     if M0.ndim != 2 or M0.shape[0] != M0.shape[1] or (M0.shape[0] - 1) % 3:
         raise ValueError(f"M0 must be square of size 3d+1, got shape {M0.shape}")
     model = GramModel(M0, jnp.asarray(m, M0.dtype), jnp.asarray(m1, M0.dtype))
-    params, frozen = eqx.partition(model, _TRAIN_M)
+    params, frozen = eqx.partition(model, model.trainable())
     return Problem(params, frozen, jnp.asarray(tokens), jnp.asarray(y, M0.dtype), loss_fn)
 
 
@@ -152,7 +157,7 @@ class ReducedGramFlow(AbstractFlow):
     the defaults: the state is M0, and observers receive it).
     """
 
-    def vector_field(self, t: Array, state: GramModel, problem: Problem) -> GramModel:
+    def vector_field(self, t: float | Array, state: GramModel, problem: Problem) -> GramModel:
         model = problem.model(state)
         M, d = model.M, model.d
         Q, K, V, u = blocks(d)
@@ -180,7 +185,7 @@ class GramObserver(eqx.Module):
     def at_init(cls, problem: Problem, kind: Array) -> GramObserver:
         return cls(CooccurrenceObserver.at_init(_surrogate_problem(problem, problem.params0), kind))
 
-    def __call__(self, t: Array, params: GramModel, problem: Problem) -> dict[str, Array]:
+    def __call__(self, t: float | Array, params: GramModel, problem: Problem) -> dict[str, Array]:
         sp = _surrogate_problem(problem, params)
         obs = self.inner(t, sp.params0, sp)
         model = problem.model(params)
@@ -201,7 +206,7 @@ def _surrogate_problem(problem: Problem, params: PyTree) -> Problem:
 
 
 def wishart_gram(
-    key: Array, d: int, m: int, m1: int, sigma0: float, sigma1: float, dtype: jnp.dtype = jnp.float64
+    key: Array, d: int, m: int, m1: int, sigma0: float, sigma1: float, dtype: DTypeLike = jnp.float64
 ) -> Float[Array, "p p"]:
     """Draw M(0) = C^T C from its law under the theory init, at a cost independent of m.
 

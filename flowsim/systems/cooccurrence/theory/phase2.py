@@ -17,9 +17,7 @@ exact reduced) flow's state at T1 (`phase2_problem`), so it can be laid over the
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from typing import Any, Literal, final
+from typing import Any, final
 
 import equinox as eqx
 import jax
@@ -27,21 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from ...._config import Config
 from ...._dynamics import AbstractFlow
-from ...._experiment import enable_precision, run_flow, setup
 from ...._integrate import integrate
 from ...._losses import logistic_loss
 from ...._problem import Problem, make_problem
 from ...._solution import FlowSolution
 from ...._verdicts import loglog_slope, rel_gap
-from ..config import n_random_slots
-from ..data import make_dataset
 from ..model import CooccurrenceTransformer
 from ..observables import TYPES, margin_observables, random_token_overlap
-from ..system import min_margin
-from .gram import GramModel, GramObserver, ReducedGramFlow, blocks
-from .t1 import theory_gram_problem
+from .gram import GramModel, blocks
 
 COMPARED_PHASE2 = ("loss", "min_margin", "G1", "G2", "G3", "N", "S1", "S2", "S3", "S4", "R")
 
@@ -66,8 +58,10 @@ class Phase2Model(eqx.Module):
     def __call__(self, i: Int[Array, ""]) -> Float[Array, ""]:
         return self.F[i]
 
-
-_TRAIN = Phase2Model(True, True, True, False, False, False)  # type: ignore[arg-type]
+    def trainable(self) -> PyTree[bool]:
+        """Filter spec of the Phase-2 problem: F, G and N are trained; kind, m1 and overlap are frozen."""
+        spec = jax.tree.map(lambda _: True, self)
+        return eqx.tree_at(lambda p: (p.kind, p.m1, p.overlap), spec, replace=(False, False, False))
 
 
 def _type_sums(problem: Problem, state: Phase2Model) -> tuple[Array, Array, Array, Phase2Model]:
@@ -89,7 +83,7 @@ class Phase2System(AbstractFlow):
     margin of every sample containing it ((N/n) overlap @ g).
     """
 
-    def vector_field(self, t: Array, state: Phase2Model, problem: Problem) -> Phase2Model:
+    def vector_field(self, t: float | Array, state: Phase2Model, problem: Problem) -> Phase2Model:
         z, g, onehot, model = _type_sums(problem, state)
         assert model.overlap is not None and model.m1 is not None  # frozen leaves, set by phase2_problem
         S1, S2, S3, S4 = g @ onehot
@@ -126,10 +120,10 @@ def phase2_problem(problem: Problem, params: PyTree, kind: Array, random_tokens:
     else:
         overlap = jnp.zeros((problem.n, problem.n), F.dtype)
     p2 = Phase2Model(F, G, N, jnp.asarray(kind), jnp.asarray(m1, F.dtype), overlap)
-    return make_problem(p2, jnp.arange(problem.n), problem.targets, logistic_loss, _TRAIN)
+    return make_problem(p2, jnp.arange(problem.n), problem.targets, logistic_loss, p2.trainable())
 
 
-def phase2_observer(t: Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
+def phase2_observer(t: float | Array, params: Phase2Model, problem: Problem) -> dict[str, Array]:
     """`flowsim.systems.cooccurrence.observables.margin_observables` plus G1, G2, G3 and N, under the full model's names
     (`R_star_random` is the fixed point of this system: equal to `R_star` without random tokens)."""
     model = problem.model(params)
@@ -280,156 +274,4 @@ def balancing_summary(t: np.ndarray, obs: dict[str, np.ndarray], t1: float) -> d
         "R_minus_R_star_T": float(R[-1] - Rs[-1]),
         "g_ratio_max": float(max(np.max(obs[f"g_ratio_type{k}"][sel]) for k in TYPES)),
         **extra,
-    }
-
-
-PHASE2_ERROR_PREDICTED = -1.0
-PHASE2_ERROR_TOLERANCE = 0.3
-
-
-def phase2_scan(
-    axis: Literal["m", "n"],
-    values: Sequence[int],
-    seeds: Sequence[int],
-    *,
-    n: int = 24,
-    m: int = 16384,
-    L: int = 5,
-    m1: int = 256,
-    horizon_m: float = 300.0 * 128,
-    n_save: int = 60,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-) -> dict[str, Any]:
-    """Phase-2 predictions on the exact reduced flow in the theory's regime, across widths m or
-    sample counts n (the other fixed), with seeds.
-
-    Regime: theory init (sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1), M(0) by `wishart_gram`) and
-    distinct random tokens (d = 3 + `n_random_slots(n, L)`, the smallest vocabulary that allows it).
-    Each run: the exact reduced flow (`ReducedGramFlow`) with the `min_margin` event on
-    [0, horizon_m / m] (time scales as 1/m under this init; the default is the paper's T = 300 at
-    m = 128), then on its save times after T1: the paper's Phase-2 system vs the flow and the same
-    system with the random tokens kept (`compare_phase2`), the loss-law fit (`loss_law_fit`) and the
-    balancing figures (`balancing_summary`).
-
-    The Phase-2 system drops two terms (`theory/phase2_system.md`): the value term, relative size
-    m1/(L m), and the random tokens' own G, relative size ~ L/n. So the predicted log-log slopes are
-    -1 for the error of the system with random tokens vs m, and -1 for the paper's system vs n
-    (at m large enough that the value term is negligible); `holds` uses |slope + 1| <= ci95 + 0.3.
-
-    One compiled solve serves every width and seed (m, m1 are arrays of the reduced problem); each
-    n compiles its own (the shapes change).
-
-    **Returns** a dict: `rows` (one per run: n, m, seed, T1, value_term_ratio, errors `err_<name>` of
-    the paper's system and `err_rand_<name>` of the one with random tokens, loss-law and balancing
-    figures), `error_key` (the error the axis predicts: err_rand_loss for m, err_loss for n),
-    `slope`, `ci95`, `predicted`, `holds` and `config`.
-    """
-    if axis not in ("m", "n"):
-        raise ValueError(f"axis must be 'm' or 'n', got {axis!r}")
-    dtype = enable_precision("float64")
-    rows: list[dict[str, Any]] = []
-    for value in values:
-        nn, mm = (n, int(value)) if axis == "m" else (int(value), m)
-        d = 3 + n_random_slots(nn, L)
-        for seed in seeds:
-            data = make_dataset(nn, L, d, seed, True)
-            problem = theory_gram_problem(data, seed, d, mm, m1, L, dtype)
-            T = horizon_m / mm
-            ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(T * 1e-3, T, n_save)]), dtype)
-            sol = integrate(
-                ReducedGramFlow(),
-                problem,
-                ts,
-                GramObserver.at_init(problem, data.kind),
-                event=min_margin,
-                rtol=rtol,
-                atol=atol,
-            )
-            row: dict[str, Any] = {
-                "n": nn,
-                "m": mm,
-                "d": d,
-                "seed": int(seed),
-                "T1": sol.event_time,
-                "result": sol.result,
-            }
-            if sol.event_obs is not None and sol.ok:
-                paper = compare_phase2(sol, problem, data.kind, rtol=rtol, atol=atol)
-                rand = compare_phase2(sol, problem, data.kind, random_tokens=True, rtol=rtol, atol=atol)
-                e = sol.event_obs
-                row.update(
-                    value_term_ratio=paper["value_term_ratio"],
-                    **{f"err_{k}": v for k, v in paper["max_rel_error"].items()},
-                    **{f"err_rand_{k}": v for k, v in rand["max_rel_error"].items()},
-                    R_T_paper_system=float(paper["approx"]["R"][-1]),
-                    **loss_law_fit(
-                        sol.ts,
-                        sol.obs,
-                        sol.event_time,
-                        e,
-                        data.kind,
-                        random_token_overlap(problem.inputs, problem.targets),
-                    ),
-                    **balancing_summary(sol.ts, sol.obs, sol.event_time),
-                )
-            rows.append(row)
-    key = "err_rand_loss" if axis == "m" else "err_loss"
-    ok = [r for r in rows if key in r]
-    x = np.array([r[axis] for r in ok], float)
-    err = np.array([r[key] for r in ok], float)
-    slope, ci = loglog_slope(x, err)
-    holds = bool(abs(slope - PHASE2_ERROR_PREDICTED) <= ci + PHASE2_ERROR_TOLERANCE)
-    return {
-        "rows": rows,
-        "axis": axis,
-        "error_key": key,
-        "slope": float(slope),
-        "ci95": float(ci),
-        "predicted": PHASE2_ERROR_PREDICTED,
-        "tolerance": PHASE2_ERROR_TOLERANCE,
-        "holds": holds,
-        "config": {
-            "axis": axis,
-            "values": [int(v) for v in values],
-            "seeds": [int(s) for s in seeds],
-            "n": n,
-            "m": m,
-            "L": L,
-            "m1": m1,
-            "distinct_tokens": True,
-            "horizon": f"{horizon_m} / m",
-            "init": "theory: sigma0 = 1/sqrt(L m), sigma1 = 1/sqrt(m1)",
-            "rtol": rtol,
-            "atol": atol,
-        },
-    }
-
-
-def attention_ablation(config: Config) -> dict[str, Any]:
-    """How much of the loss decrease needs attention to learn: the gradient flow of `config` with all
-    weights trained vs with W_Q, W_K frozen at init (same data, init, solver and save grid).
-
-    The paper's Phase-2 system assumes uniform, frozen attention (`theory/phase2_system.md`, A1), and
-    Thm 3.2 says attention and MLP evolve jointly in Phase 2. Here the question is answered on the
-    flow itself. Reported: T1 of both runs, `max_rel_gap_loss` (pointwise relative loss gap on the
-    save times after both T1's), the final losses and their ratio `loss_T_ratio` (frozen / trained).
-    """
-    s = setup(config)
-    trained = run_flow(s).check()
-    trainable = CooccurrenceTransformer(False, False, True, True, config.train_a)  # type: ignore[arg-type]
-    frozen_problem = make_problem(s.model, s.data.tokens, s.data.y, logistic_loss, trainable)
-    frozen = run_flow(dataclasses.replace(s, problem=frozen_problem)).check()
-    t1 = max(trained.event_time, frozen.event_time)
-    sel = trained.ts > t1
-    a, b = trained.obs["loss"][sel], frozen.obs["loss"][sel]
-    return {
-        "T1": trained.event_time,
-        "T1_frozen": frozen.event_time,
-        "max_rel_gap_loss": rel_gap(b, a, pointwise=True),
-        "loss_T": float(a[-1]),
-        "loss_T_frozen": float(b[-1]),
-        "loss_T_ratio": float(b[-1] / a[-1]),
-        "attn_disp_T": float(trained.obs["attn_disp"][-1]),
-        "config": config.to_dict(),
     }

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, PyTree
 
 from ...._config import Config
@@ -35,7 +36,7 @@ T1_RATE_EXPONENT = -1.0
 T1_EXPONENT_TOLERANCE = 0.2
 
 
-def _observe(t: Array, params: PyTree, problem: Problem) -> dict[str, Array]:
+def _observe(t: float | Array, params: PyTree, problem: Problem) -> dict[str, Array]:
     """Observer: the loss and min_i y_i F_i (module-level, so every solve shares one compiled program)."""
     return {"loss": problem.loss(params), "min_margin": min_margin(t, params, problem)}
 
@@ -46,7 +47,7 @@ def theory_init_scales(m: int, m1: int, L: int) -> tuple[float, float]:
 
 
 def theory_gram_problem(
-    data: CooccurrenceData, seed: int, d: int, m: int, m1: int, L: int, dtype: jnp.dtype = jnp.float64
+    data: CooccurrenceData, seed: int, d: int, m: int, m1: int, L: int, dtype: DTypeLike = jnp.float64
 ) -> Problem:
     """The exact reduced problem of `data` under the theory init at widths (m, m1): M(0) drawn from
     its Wishart law (`wishart_gram`, key `PRNGKey(seed)`) with `theory_init_scales(m, m1, L)`."""
@@ -55,7 +56,9 @@ def theory_gram_problem(
     return gram_problem(M0, float(m), float(m1), data.tokens, jnp.asarray(data.y, dtype))
 
 
-def _point(axis: Axis, value: float, m: int, m1: int, sigma1: float | None, L: int) -> tuple[int, int, float, float]:
+def _point(
+    axis: Axis, value: int | float, m: int, m1: int, sigma1: float | None, L: int
+) -> tuple[int, int, float, float]:
     """(m, m1, sigma0, sigma1) of one grid point: `value` replaces the quantity named by `axis`.
 
     sigma0 = 1/sqrt(L m) at the point's m; sigma1 = the given one, or else 1/sqrt(m1) at the keyword m1
@@ -82,7 +85,7 @@ def _fit(x: np.ndarray, t1: np.ndarray, predicted: float) -> dict[str, Any]:
 
 def t1_scaling(
     axis: Axis,
-    values: Sequence[float],
+    values: Sequence[int | float],
     seeds: Sequence[int],
     *,
     m: int = 4096,

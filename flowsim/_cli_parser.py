@@ -1,0 +1,187 @@
+"""The command line's parser: one option per config field (help text, range, choices from the
+field metadata), the subcommands and their arguments, and the `Config` built from parsed options."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import pathlib
+
+from ._config import Config, RunConfig
+from ._fields import allowed, kind
+from ._registry import default_system, get_system, registered_systems
+
+DESCRIPTION = "flowsim: training dynamics as numerical ODEs, against discrete training, for any registered system"
+
+
+def system_of(argv: list[str]) -> str:
+    """The system named by the first positional argument after `run`/`compare`, else the default
+    (the options of that system's fields are then added to the parser)."""
+    if len(argv) >= 2 and argv[0] in ("run", "compare") and not argv[1].startswith("-"):
+        return argv[1]
+    for i, a in enumerate(argv[:-1]):
+        if argv[0] == "theory" and a == "--system":
+            return argv[i + 1]
+    return default_system()
+
+
+def _field_classes(system: str | None) -> list[tuple[str, type]]:
+    classes: list[tuple[str, type]] = []
+    if system is not None:
+        classes.append((f"{system} fields", get_system(system).config_type))
+    classes.append(("run settings", RunConfig))
+    return classes
+
+
+def _add_config_options(p: argparse.ArgumentParser, system: str | None) -> None:
+    """One option per field of the system's config and of `RunConfig`: help text, range, choices."""
+    for title, cls in _field_classes(system):
+        g = p.add_argument_group(f"{title} (override the config file)")
+        for f in dataclasses.fields(cls):
+            opt = "--" + f.name.replace("_", "-")
+            text = f"{f.metadata.get('help', '')}; {allowed(f)} (default {f.default})"
+            if kind(f) is bool:
+                g.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            else:
+                g.add_argument(
+                    opt,
+                    dest=f.name,
+                    type=kind(f),
+                    default=None,
+                    metavar=f.name.upper(),
+                    choices=f.metadata.get("choices"),
+                    help=text,
+                )
+
+
+def build_parser(system: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowsim", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("systems", help="list the registered systems, one line each")
+    run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
+    run.add_argument(
+        "system",
+        nargs="?",
+        choices=sorted(registered_systems()),
+        default=system or default_system(),
+        help="the system (default: %(default)s)",
+    )
+    run.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
+    run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
+    run.add_argument("--no-plots", action="store_true", help="skip the figures")
+    run.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_options(run, system)
+    plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
+    plot.add_argument("run_dir", type=pathlib.Path)
+    _add_sweep_parsers(sub)
+    _add_compare_parser(sub, system)
+    _add_theory_parser(sub, system)
+    return p
+
+
+def _add_theory_parser(sub, system: str | None) -> None:
+    name = system or default_system()
+    preds = get_system(name).predictions
+    th = sub.add_parser(
+        "theory",
+        help="measure one of a system's theory predictions and save its table",
+        description="; ".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions",
+    )
+    th.add_argument("prediction", choices=sorted(preds))
+    th.add_argument(
+        "--system", default=name, choices=sorted(registered_systems()), help="the system (default: %(default)s)"
+    )
+    th.add_argument("--axis", help="the axis of the grid, where the prediction takes one (see the description)")
+    th.add_argument("--values", type=_csv(float), required=True, help="comma-separated grid")
+    th.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    th.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword option of the prediction function (repeatable), e.g. --set n=24",
+    )
+    th.add_argument("--out", type=pathlib.Path, help="JSON path (default runs/theory-<name>-<timestamp>.json)")
+    th.add_argument("--config", type=pathlib.Path, help="file of config fields (predictions that take a config)")
+    _add_config_options(th, name)
+
+
+def _csv(kind_):
+    def parse(text: str) -> list:
+        items = [x.strip() for x in text.split(",")]
+        if not items or any(not x for x in items):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list without empty items, got {text!r}")
+        out = [kind_(x) for x in items]
+        if kind_ is float and not all(math.isfinite(x) for x in out):
+            raise argparse.ArgumentTypeError(f"every value must be finite, got {text!r}")
+        return out
+
+    return parse
+
+
+def _add_compare_parser(sub, system: str | None) -> None:
+    cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
+    cmp.add_argument(
+        "system",
+        nargs="?",
+        choices=sorted(registered_systems()),
+        default=system or default_system(),
+        help="the system (default: %(default)s)",
+    )
+    cmp.add_argument(
+        "--dynamics",
+        type=_csv(str),
+        default=["gf", "igr", "sme"],
+        help="comma-separated subset of gf,igr,heavy_ball,sme (default gf,igr,sme)",
+    )
+    cmp.add_argument(
+        "--lrs",
+        type=_csv(float),
+        default=[],
+        help="also measure the distance to SGD at these lrs (same horizon lr*steps)",
+    )
+    cmp.add_argument(
+        "--keys", type=_csv(str), default=["loss", "min_margin", "G1", "score_12"], help="observables to overlay"
+    )
+    cmp.add_argument("--paths", type=int, default=32, help="Brownian paths of the SDE ensemble")
+    cmp.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of the discrete runs")
+    cmp.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="SGD batch sampling")
+    cmp.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
+    cmp.add_argument("--out", type=pathlib.Path, help="output folder (default runs/compare-<timestamp>)")
+    _add_config_options(cmp, system)
+
+
+def _add_sweep_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.SweepSpec)")
+    sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
+    sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
+    sw.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: one per core, at most one per shape group)",
+    )
+    sw.add_argument("--dask", action="store_true", help="run on Dask distributed (LocalCluster unless --scheduler)")
+    sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
+    sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")
+    sw.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    pd = sub.add_parser("phase-diagram", help="heatmap / line plot of a sweep measure")
+    pd.add_argument("results", type=pathlib.Path)
+    pd.add_argument("--x", required=True)
+    pd.add_argument("--y")
+    pd.add_argument("--measure", required=True)
+    pd.add_argument("--out", type=pathlib.Path, help="PNG path (default in the results folder)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    system = args.system
+    base = Config.from_file(args.config, system).to_dict() if args.config else {"system": system}
+    for _, cls in _field_classes(system):
+        for f in dataclasses.fields(cls):
+            v = getattr(args, f.name, None)
+            if v is not None:
+                base[f.name] = v
+    return Config.from_dict(base)
