@@ -141,6 +141,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _observable_names(s) -> list[str]:
+    """The names the setup's observer records, by abstract evaluation (nothing is computed)."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    out = eqx.filter_eval_shape(s.observer, jnp.zeros(()), s.problem.params0, s.problem)
+    return list(out) if isinstance(out, dict) else []
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.paths < 2:
@@ -155,10 +164,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid momentum={args.momentum}: momentum must be in [0, 1)")
     if args.paths > 4096:
         raise ConfigError(f"invalid paths={args.paths}: paths must be an integer in [2, 4096]")
+    unknown = sorted(set(args.dynamics) - set(compare.DYNAMICS))
+    if unknown:
+        raise ConfigError(f"invalid dynamics={unknown}: choose from {compare.DYNAMICS}")
     kw = dict(paths=args.paths, momentum=args.momentum, sampling=args.sampling)
     out = _check_out(args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("compare-%Y%m%d-%H%M%S"))
+    from ._experiment import setup
+
+    s = setup(config)
+    names = _observable_names(s)
+    missing = [k for k in args.keys if k not in names]
+    if missing:
+        raise ConfigError(f"invalid keys={missing}: not observables; choose from {sorted(names)}")
     try:
-        curves = compare.compare(config, args.dynamics, **kw)
+        curves = compare.compare(config, args.dynamics, s=s, **kw)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     write_json(
@@ -172,9 +191,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     )
     for name, c in curves.items():
         write_npz(out / f"{name}.npz", {"t": c.t, **c.obs})
-    missing = [k for k in args.keys if k not in curves["gd"].obs]
-    if missing:
-        raise ConfigError(f"invalid keys={missing}: not observables; choose from {sorted(curves['gd'].obs)}")
     print(plots.plot_overlay(curves, args.keys, out / "overlay.png"))
     dist = compare.distance_to_sgd(curves)
     write_json(out / "distance_to_sgd.json", dist)

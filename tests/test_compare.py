@@ -56,9 +56,9 @@ def test_custom_problem_and_dynamics_through_the_public_api(tmp_path):
 
 
 def test_compare_distance_and_cli(small_config, small_setup, tmp_path, capsys):
-    c = small_config.replace(steps=40, lr=0.05, sgd_seeds=8)
-    curves = compare(c, ("gf", "igr"), s=flowsim.setup(c))
-    assert {"gf", "igr", "gd", "sgd"} <= set(curves) and curves["sgd"].obs["loss"].shape[0] == 8
+    c = small_config  # the shapes the session has compiled already
+    curves = compare(c, ("gf", "igr"), s=small_setup)
+    assert {"gf", "igr", "gd", "sgd"} <= set(curves) and curves["sgd"].obs["loss"].shape[0] == c.sgd_seeds
     # The system's event (end of Phase 1) is located on the flows and carried as a mark.
     for name in ("gf", "igr"):
         ((t1, label),) = curves[name].marks
@@ -74,14 +74,14 @@ def test_compare_distance_and_cli(small_config, small_setup, tmp_path, capsys):
     assert plot_distance_vs_lr(rows, tmp_path / "d.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown dynamics"):
         compare(c, ("rk4",))
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items() if k not in ("steps", "lr", "sgd_seeds")]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     out = tmp_path / "cmp"
-    same = ["--steps=40", "--lr=0.05", "--sgd-seeds=8"]  # the shapes compiled above: no recompilation
+    same: list[str] = []  # the shapes compiled above: no recompilation
     assert main(["compare", *flags, *same, "--dynamics", "gf", "--out", str(out)]) == 0
     assert (out / "overlay.png").is_file() and (out / "gf.npz").is_file() and (out / "sgd.npz").is_file()
     assert "SGD standard errors" in capsys.readouterr().out
     saved = json.loads((out / "config.json").read_text())["config"]
-    assert saved["system"] == "cooccurrence" and saved["steps"] == 40 and saved["m1"] == SMALL["m1"]
+    assert saved["system"] == "cooccurrence" and saved["steps"] == SMALL["steps"] and saved["m1"] == SMALL["m1"]
     with pytest.raises(SystemExit) as e:  # the system named explicitly; an unknown observable
         main(["compare", "cooccurrence", *flags, *same, "--dynamics", "gf", "--keys", "nope", "--out", str(out)])
     assert e.value.code == 2
