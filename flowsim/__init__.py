@@ -15,6 +15,7 @@ Importing flowsim does not change JAX's global configuration; `flowsim.setup` sw
 
 import importlib.metadata
 
+from ._adaptive_flows import AdamFlow as AdamFlow, RMSPropFlow as RMSPropFlow, SignGradientFlow as SignGradientFlow
 from ._compare import Curve as Curve, compare as compare, compare_lrs as compare_lrs, distance_to_sgd as distance_to_sgd
 from ._config import SOLVERS as SOLVERS, Config as Config, RunConfig as RunConfig
 from ._discrete import DiscreteSolution as DiscreteSolution, gradient_descent as gradient_descent, sgd as sgd
@@ -48,6 +49,7 @@ from ._losses import (
     squared_loss as squared_loss,
 )
 from ._measures import measures_of as measures_of
+from ._optax import optax_descent as optax_descent
 from ._phase_diagram import load_sweep as load_sweep, plot_phase_diagram as plot_phase_diagram
 from ._plots import (
     plot_comparison as plot_comparison,

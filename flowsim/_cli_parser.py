@@ -55,18 +55,23 @@ def _add_config_options(p: argparse.ArgumentParser, system: str | None) -> None:
                 )
 
 
-def build_parser(system: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowsim", description=DESCRIPTION)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("systems", help="list the registered systems, one line each")
-    run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
-    run.add_argument(
+def _add_system_argument(p: argparse.ArgumentParser, system: str | None) -> None:
+    """The optional positional SYSTEM (a registered name; default: the default system)."""
+    p.add_argument(
         "system",
         nargs="?",
         choices=sorted(registered_systems()),
         default=system or default_system(),
         help="the system (default: %(default)s)",
     )
+
+
+def build_parser(system: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowsim", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("systems", help="list the registered systems, one line each")
+    run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
+    _add_system_argument(run, system)
     run.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
     run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
@@ -123,13 +128,7 @@ def _csv(kind_):
 
 def _add_compare_parser(sub, system: str | None) -> None:
     cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
-    cmp.add_argument(
-        "system",
-        nargs="?",
-        choices=sorted(registered_systems()),
-        default=system or default_system(),
-        help="the system (default: %(default)s)",
-    )
+    _add_system_argument(cmp, system)
     cmp.add_argument(
         "--dynamics",
         type=_csv(str),

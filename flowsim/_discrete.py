@@ -9,7 +9,7 @@ loss) is tracked in the carry and reported as the first bad step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import final
 
 import equinox as eqx
@@ -90,7 +90,9 @@ class _Update(eqx.Module):
         return jax.tree.map(jnp.add, params, vel), vel
 
 
-def _step(problem: Problem, update: _Update, params, vel, bad, k, key, batch_size, sampling):
+def _step(
+    problem: Problem, update: Callable[..., tuple[PyTree, PyTree]], params, vel, bad, k, key, batch_size, sampling
+):
     idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size, sampling)
     loss, grad = problem.loss_and_grad(params, idx)
     params, vel = update(params, vel, grad)
@@ -114,15 +116,14 @@ def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuf
     def observe(k, params):
         return observer(k.astype(update.lr.dtype) * update.lr, params, problem)
 
-    params0 = problem.params0
+    params0, vel0 = problem.params0, update.init(problem.params0)  # the update's state (any PyTree)
     if batched:
         advance = jax.vmap(advance, in_axes=(0, 0, 0, None, None, 0))
         observe = jax.vmap(observe, in_axes=(None, 0))
-        params0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0], *x.shape)), params0)
+        params0, vel0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0], *jnp.shape(x))), (params0, vel0))
         bad0 = jnp.full(keys.shape[0], -1)
     else:
         bad0 = jnp.asarray(-1)
-    vel0 = update.init(params0)
 
     def segment(carry, xs):
         k0, length = xs
@@ -200,6 +201,37 @@ def _observer(observer: Observer, events: Sequence[Event]) -> Observer:
     return _WithEvents(observer, tuple(events)) if events else observer
 
 
+def _sgd_keys(problem: Problem, key: Array, seeds: int, batch_size: int, sampling: str) -> Array:
+    """Check the minibatch settings; one key per seed, split from `key` (spread over the devices)."""
+    if not 1 <= batch_size <= problem.n:
+        raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return _spread(jax.random.split(key, seeds))
+
+
+def _descend(
+    problem: Problem,
+    observer: Observer,
+    update: eqx.Module,
+    steps: ArrayLike,
+    lr: float | Array,
+    keys: Array | None = None,
+    batch_size: int = 0,
+    sampling: str = "shuffle",
+    events: Sequence[Event] = (),
+    progress: bool = False,
+) -> DiscreteSolution:
+    """Run `update` (`init(params) -> state`, `(params, state, grad) -> (params, state)`, `lr` the
+    time of one step) from `problem.params0`: full batch when `keys` is None, else one run per key."""
+    steps = _check_steps(steps)
+    label = "GD" if keys is None else f"SGD x{keys.shape[0]}"
+    with _progress.progress_bar(int(steps[-1]), label, progress) as bar:
+        args = (jnp.asarray(steps), keys, batch_size, _bar_arg(bar), sampling)
+        out = _run(problem, _observer(observer, events), update, *args)
+    return _finish(steps, lr, out, events)
+
+
 def gradient_descent(
     problem: Problem,
     lr: float,
@@ -218,18 +250,7 @@ def gradient_descent(
     heavy ball v <- βv - lr g, theta <- theta + v (v starts at 0); `weight_decay` λ: g = ∇L + λθ;
     `events`: `flowsim.Event`s located on the recorded steps (`crossings`); `progress` shows a tqdm bar.
     """
-    steps = _check_steps(steps)
-    with _progress.progress_bar(int(steps[-1]), "GD", progress) as bar:
-        out = _run(
-            problem,
-            _observer(observer, events),
-            _update(lr, momentum, weight_decay),
-            jnp.asarray(steps),
-            None,
-            0,
-            _bar_arg(bar),
-        )
-    return _finish(steps, lr, out, events)
+    return _descend(problem, observer, _update(lr, momentum, weight_decay), steps, lr, events=events, progress=progress)
 
 
 def sgd(
@@ -256,21 +277,6 @@ def sgd(
 
     **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
     """
-    steps = _check_steps(steps)
-    if not 1 <= batch_size <= problem.n:
-        raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    keys = _spread(jax.random.split(key, seeds))
-    with _progress.progress_bar(int(steps[-1]), f"SGD x{seeds}", progress) as bar:
-        out = _run(
-            problem,
-            _observer(observer, events),
-            _update(lr, momentum, weight_decay),
-            jnp.asarray(steps),
-            keys,
-            batch_size,
-            _bar_arg(bar),
-            sampling,
-        )
-    return _finish(steps, lr, out, events)
+    keys = _sgd_keys(problem, key, seeds, batch_size, sampling)
+    update = _update(lr, momentum, weight_decay)
+    return _descend(problem, observer, update, steps, lr, keys, batch_size, sampling, events, progress)
