@@ -15,6 +15,7 @@ Importing flowsim does not change JAX's global configuration; `flowsim.setup` sw
 
 import importlib.metadata
 
+from . import nn as nn
 from ._adaptive_flows import AdamFlow as AdamFlow, RMSPropFlow as RMSPropFlow, SignGradientFlow as SignGradientFlow
 from ._compare import Curve as Curve, compare as compare, compare_lrs as compare_lrs, distance_to_sgd as distance_to_sgd
 from ._config import SOLVERS as SOLVERS, Config as Config, RunConfig as RunConfig

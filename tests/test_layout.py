@@ -10,7 +10,7 @@ import re
 import flowsim
 
 ROOT = pathlib.Path(flowsim.__file__).parent
-ENGINE = sorted([*(p for p in ROOT.glob("_*.py") if p.name != "__init__.py"), ROOT / "cli.py"])
+ENGINE = sorted([*(p for p in ROOT.glob("_*.py") if p.name != "__init__.py"), ROOT / "cli.py", *ROOT.glob("nn/*.py")])
 ALL = sorted(p for p in ROOT.rglob("*.py"))
 
 
