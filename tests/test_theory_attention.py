@@ -2,6 +2,7 @@
 (`flowsim.systems.cooccurrence.theory.attention`)."""
 
 import numpy as np
+import pytest
 
 from flowsim.systems.cooccurrence.theory.attention import (
     RATIO_MIN,
@@ -41,6 +42,7 @@ def test_score_change_signs_and_separation():
     assert res["signs_hold"] and res["ratio_holds"]
 
 
+@pytest.mark.slow  # two loss-target solves per L and seed (about 15 s): run with -m slow
 def test_attention_displacement_within_inverse_square_bound():
     """Cor F.17, |p(t) - p(0)| <= O(1/L^2), on L = 3, 5 x seeds 0, 1 (theory init, n=6, m=256, distinct
     tokens, loss target 0.01; two L's keep it to two compiles): the fitted log-log slope of the displacement

@@ -33,6 +33,7 @@ def scan_n():
     return phase2_scan("n", [12, 24], [0, 1], m=16384, **SMALL_P2)
 
 
+@pytest.mark.slow  # a theory scan over widths / n (about 25 s): run with -m slow
 def test_phase2_system_with_random_tokens_becomes_exact_as_m_grows(scan_m):
     # The only term it still drops is the value term, of relative size m1/(L m): error ~ 1/m.
     assert scan_m["holds"], scan_m["slope"]
@@ -42,6 +43,7 @@ def test_phase2_system_with_random_tokens_becomes_exact_as_m_grows(scan_m):
     assert max(r["err_rand_G1"] for r in wide) < 0.01
 
 
+@pytest.mark.slow  # a theory scan over widths / n (about 25 s): run with -m slow
 def test_paper_phase2_system_error_falls_like_one_over_n(scan_n):
     # The paper's system also drops the random tokens' own G, of relative size ~ L/n.
     assert scan_n["holds"], scan_n["slope"]
@@ -50,6 +52,7 @@ def test_paper_phase2_system_error_falls_like_one_over_n(scan_n):
     assert errs[24] < errs[12]
 
 
+@pytest.mark.slow  # a theory scan over widths / n (about 25 s): run with -m slow
 def test_loss_law_holds_at_large_width(scan_m):
     # Thm F.8: 1/L(t) - 1/L(T1) = c int N ds with c constant, and L ~ 1/t late.
     for r in scan_m["rows"]:
@@ -63,6 +66,7 @@ def test_loss_law_holds_at_large_width(scan_m):
             assert r["c_paper_T"] < 0.5 * r["c_second_half"]
 
 
+@pytest.mark.slow  # a theory scan over widths / n (about 25 s): run with -m slow
 def test_balancing_figures(scan_n):
     # Lem 4.4 (S2/S3 within [1/2, 2]) and Cor F.2 (g ratios O(1)) hold; the paper's own system
     # settles at its fixed point R* in (1, 2), while the flow's R stays below it, more so at small n.
