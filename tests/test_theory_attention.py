@@ -29,6 +29,7 @@ def test_projection_convention_and_theory_scale():
     assert np.isclose(theory_C_scale(s0, s1, m, m1, L), 1 / (L**2 * m**1.5) + 1 / (L * m**2))
 
 
+@pytest.mark.slow  # C_ij projections over widths and seeds, two regimes: run with -m slow
 def test_score_change_signs_and_separation():
     """Thm 3.2/3.3 on a small theory-regime task (theory init, n=24, L=4, distinct tokens, m=1024), ended
     when the loss first reaches 0.01: C_12, C_21 > 0 > C_31, C_32 (mu1 <-> mu2 up, key mu3 down), and the

@@ -136,6 +136,7 @@ def test_random_token_overlap_counts_shared_tokens(small_setup):
     assert sol.ok and np.all(np.isfinite(sol.obs["loss"]))
 
 
+@pytest.mark.slow  # two full flows (trained vs frozen attention): run with -m slow
 def test_frozen_attention_barely_changes_the_loss(small_config):
     # The Phase-2 system's assumption A1 (attention frozen) on the flow itself: attention does learn
     # (its displacement is non-zero and it lowers the loss), but by well under 2% of the loss.
