@@ -33,9 +33,9 @@ GENERIC: tuple[Measure, ...] = (
 )
 
 
-def _status(system: AbstractSystem, name: str):
+def _status(name: str):
     def get(r: RunRecord) -> bool | None:
-        v = next((x for x in system.verdicts(r) if x.name == name), None)
+        v = r.verdicts.get(name)
         if v is None or v.status == "INFO":
             return None
         return v.status == "PASS"
@@ -50,7 +50,7 @@ def measures_of(system: AbstractSystem) -> dict[str, Measure]:
     """
     out: dict[str, Measure] = {}
     verdicts = [
-        Measure(name, frozenset(needs), _status(system, name), f"verdict {name} (true = PASS)")
+        Measure(name, frozenset(needs), _status(name), f"verdict {name} (true = PASS)")
         for name, needs in system.verdict_needs.items()
     ]
     for m in (*GENERIC, *system.measures(), *verdicts):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
@@ -75,6 +76,14 @@ class RunRecord:
     flow: FlowSolution | None
     gd: DiscreteSolution | None
     sgd: DiscreteSolution | None
+
+    @functools.cached_property
+    def verdicts(self) -> dict[str, Verdict]:
+        """The run's system's verdicts by name, evaluated once per record (every verdict and
+        verdict-figure measure of a sweep point reads them from here)."""
+        from ._registry import get_system
+
+        return {v.name: v for v in get_system(self.config.system).verdicts(self)}
 
     def obs(self, piece: str) -> dict[str, np.ndarray] | None:
         """`{"t": times, **observables}` of one piece, or None when it did not run."""

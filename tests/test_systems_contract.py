@@ -20,8 +20,8 @@ from flowsim.cli import main
 from . import toy_system
 
 
-@pytest.fixture(scope="session", autouse=True)
-def toy_registered():
+@pytest.fixture(scope="module", autouse=True)
+def toy_registered():  # registered for this module only
     flowsim.register(toy_system.SYSTEM, replace=True)
     yield
     from flowsim._registry import unregister

@@ -45,7 +45,7 @@ def _population_loss(problem: Problem, params: PyTree, key: Array, num: int, L: 
 
 def _fig(verdict: str, figure: str):
     def get(r: RunRecord) -> Any:
-        v = {x.name: x for x in evaluate_record(r)}.get(verdict)
+        v = r.verdicts.get(verdict)
         return None if v is None else v.figures.get(figure)
 
     return get
