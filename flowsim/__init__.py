@@ -67,6 +67,7 @@ from ._registry import (
 from ._results import RunData as RunData, load_run as load_run
 from ._sde import EnsembleSolution as EnsembleSolution, integrate_sde as integrate_sde
 from ._solution import EventHit as EventHit, FlowError as FlowError, FlowSolution as FlowSolution
+from ._step_stats import StepStats as StepStats
 from ._sweep_run import SweepReport as SweepReport, run_point as run_point, run_sweep as run_sweep
 from ._sweep_spec import (
     SpecMismatchError as SpecMismatchError,

@@ -24,13 +24,15 @@ class Event(eqx.Module):
 
     **Fields:** `name` (a key of the solution's `events`); `condition`; `direction` "up" (from
     below to above 0, the default), "down" or "either"; `label` (how figures name the event, e.g.
-    "end of Phase 1").
+    "end of Phase 1"); `terminal`: stop the solve where the event fires (e.g. the training loss
+    reaching a target) instead of recording it and going on to the final time.
     """
 
     name: str = eqx.field(static=True)
     condition: Callable[[Array, PyTree, Any], Array]
     direction: str = eqx.field(static=True, default="up")
     label: str = eqx.field(static=True, default="")
+    terminal: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self) -> None:
         if self.direction not in DIRECTIONS:

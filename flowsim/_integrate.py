@@ -24,6 +24,7 @@ from ._dynamics import AbstractDynamics
 from ._events import Event
 from ._problem import Problem
 from ._solution import EventHit, FlowError, FlowSolution, result_index, result_name
+from ._step_stats import StepStats
 from ._validate import check_dynamics, check_precision, check_save_times, check_tolerances
 
 Observer = Callable[[Array, PyTree, Problem], PyTree]
@@ -105,18 +106,23 @@ def _as_events(event: Event | EventCondition | Sequence[Event] | None) -> tuple[
 
 
 @eqx.filter_jit
-def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, progress):
+def _piece(
+    dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, progress, rec=False
+):
     """One diffeqsolve from (t0, y0) to t1, saving `observer` at `ts` and the state at its end.
 
     Event i is armed only where `active[i]` is true, so the same compiled solve serves every piece.
-    Returns (observables, end time, end state, result index, steps, which events fired).
+    Returns (observables, end time, end state, result index, steps, which events fired, step record):
+    the step record is None, or with `rec` (static) (end time of each accepted step, inf-padded to
+    `max_steps`; accepted count; rejected count).
     """
-    saveat = diffrax.SaveAt(
-        subs=[
-            diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
-            diffrax.SubSaveAt(t1=True),
-        ]
-    )
+    subs = [
+        diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
+        diffrax.SubSaveAt(t1=True),
+    ]
+    if rec:
+        subs.append(diffrax.SubSaveAt(steps=True, fn=lambda t, y, args: t))
+    saveat = diffrax.SaveAt(subs=subs)
     ev = None
     if events:
         dtype = ts.dtype
@@ -164,7 +170,8 @@ def _piece(dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, 
         fired = jnp.stack(sol.event_mask)
     else:
         fired = jnp.zeros((0,), bool)
-    return ys[0], sol_ts[1][-1], y_end, result_index(sol.result), sol.stats["num_steps"], fired
+    record = (sol_ts[2], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"]) if rec else None
+    return ys[0], sol_ts[1][-1], y_end, result_index(sol.result), sol.stats["num_steps"], fired, record
 
 
 def integrate(
@@ -191,7 +198,9 @@ def integrate(
     `ts`: save times (a 1-D floating array or list of floats); `observer(t, params, problem)`: PyTree
     of arrays to record (`params` is the trainable part; `problem.model(params)` is the full model);
     `event`: one `flowsim.Event`, several (each located once, in the order they fire), or a bare
-    condition (an upward crossing, named "event"); `solver`: a name in `SOLVERS` or a diffrax solver;
+    condition (an upward crossing, named "event"); a `terminal` event ends the solve where it fires
+    (later save times stay non-finite; `.stopped_by` names it); `solver`: a name in `SOLVERS` or a
+    diffrax solver;
     `rtol`, `atol`: PID controller tolerances (`dt0` with "euler"/"heun" gives fixed steps instead);
     `max_steps`: per piece.
 
@@ -226,21 +235,40 @@ def integrate(
             dt0,
             max_steps,
             progress,
+            True,
         )
 
+    return _run_pieces(piece, dynamics, problem, observer, events, ts, y0)
+
+
+@eqx.filter_jit
+def _observe(observer: Observer, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    return observer(t, params, problem)
+
+
+def _run_pieces(piece, dynamics, problem, observer, events, ts, y0) -> FlowSolution:
+    """Solve piece after piece: after a non-terminal event, go on from the event state with that event
+    disarmed; a terminal event (or a failure, or the final time) ends the solve."""
     active = np.ones(len(events), bool)
-    obs, t_end, y_end, code, num_steps, fired = piece(ts[0], y0, ts, active)
-    hits: dict[str, EventHit] = {}
+    obs, t_end, y_end, code, num_steps, fired, rec = piece(ts[0], y0, ts, active)
+    records, hits, stopped_by = [_step_stats(ts[0], rec)], {}, None
     while events and result_name(code) == "event_occurred":
         armed = np.flatnonzero(np.asarray(fired) & active)
         if armed.size == 0:
             break
         i = int(armed[0])
-        active[i] = False
         t_ev, p_ev = float(t_end), dynamics.params(y_end)
+        if events[i].terminal:
+            # Save times past the event stay non-finite: the solve never got there.
+            obs_ev = jax.tree.map(np.asarray, _observe(observer, t_end, p_ev, problem))
+            hits[events[i].name] = EventHit(t_ev, obs_ev, p_ev, events[i].label)
+            stopped_by = events[i].name
+            break
+        active[i] = False
         # Continue from the event state; save times before the event are clipped to it (so the
         # first save of this piece is the observer at the event) and then taken from earlier pieces.
-        obs2, t_end, y_end, code, steps2, fired = piece(t_end, y_end, jnp.maximum(ts, t_end), active)
+        obs2, t_end, y_end, code, steps2, fired, rec = piece(t_end, y_end, jnp.maximum(ts, t_end), active)
+        records.append(_step_stats(t_ev, rec))
         hits[events[i].name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), obs2), p_ev, events[i].label)
         later = ts > t_ev
         obs = jax.tree.map(lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), obs, obs2)
@@ -255,4 +283,11 @@ def integrate(
         result=result_name(code),
         num_steps=int(num_steps),
         t_reached=float(t_end),
+        stopped_by=stopped_by,
+        step_stats=StepStats.merge(records),
     )
+
+
+def _step_stats(t0: Array | float, record: tuple[Array, Array, Array]) -> StepStats:
+    ends, accepted, rejected = (np.asarray(x) for x in record)
+    return StepStats(float(t0), ends[np.isfinite(ends)].astype(float), int(accepted), int(rejected))

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from ._step_stats import StepStats
+
 # diffrax's result names, looked up through its public enumeration (index 0 = successful).
 RESULT_NAMES = (
     "successful",
@@ -68,8 +70,11 @@ class FlowSolution:
 
     **Fields:** `ts` save times; `obs` dict of observables, each with leading axis len(ts)
     (non-finite where the solve never got); `params` final trainable parameters; `events` event name
-    -> [`EventHit`][flowsim.EventHit]; `result` the diffrax result name ("successful" on success);
-    `num_steps` accepted + rejected steps of all pieces; `t_reached` the time the solve got to.
+    -> [`EventHit`][flowsim.EventHit]; `result` the diffrax result name ("successful" on success,
+    "event_occurred" when a terminal event stopped it); `num_steps` accepted + rejected steps of all
+    pieces; `t_reached` the time the solve got to; `stopped_by` the name of the terminal event that
+    ended the solve (None if none did); `step_stats` the step history
+    ([`StepStats`][flowsim.StepStats]: accepted/rejected steps, h(t), smallest step, collapses).
     """
 
     ts: np.ndarray
@@ -79,10 +84,13 @@ class FlowSolution:
     result: str
     num_steps: int
     t_reached: float
+    stopped_by: str | None = None
+    step_stats: StepStats | None = None
 
     @property
     def ok(self) -> bool:
-        return self.result == "successful"
+        """Whether the solve did what was asked: reached the final time, or a terminal event."""
+        return self.result == "successful" or (self.result == "event_occurred" and self.stopped_by is not None)
 
     def _first(self) -> EventHit | None:
         return next(iter(self.events.values()), None)
@@ -106,7 +114,8 @@ class FlowSolution:
         return None if hit is None else hit.params
 
     def check(self) -> FlowSolution:
-        """Return self, or raise `FlowError` naming the diffrax result and the time reached."""
+        """Return self, or raise `FlowError` naming the diffrax result and the time reached (a solve
+        ended by a terminal event is fine)."""
         if not self.ok:
             raise FlowError(
                 f"flow solve stopped with diffrax result '{self.result}' at t = {self.t_reached:.6g} "

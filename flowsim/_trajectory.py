@@ -57,7 +57,7 @@ def solve_flow(
     """
     ts = jnp.asarray(ts)
     y0 = dynamics.initial_state(problem.params0)
-    obs, _, y_end, code, steps, _ = _piece(
+    obs, _, y_end, code, steps, _, _ = _piece(
         dynamics,
         problem,
         observer,

@@ -1,0 +1,99 @@
+"""Terminal events (a flow that stops at a target) and the step history of every flow solve, on toy
+problems with closed-form flows.
+
+The toy of `tests/test_engine_events.py`: w(t) = w* + (w0 - w*) e^{-t}, so w2 falls through 0 at
+t = ln 4 and w1 rises through 1 at t = ln 2. For the step history, a quadratic with Hessian
+diag(1, 1000): after the fast mode has decayed, Tsit5's step is set by stability, not accuracy, and
+h * lambda_max sits at its real stability bound (about 3.3).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowsim import Event, GradientFlow, StepStats, integrate, make_problem, squared_loss
+
+from .test_engine_events import TIGHT, TS, Linear, observe, toy, w1_minus_1, w2, w_flow
+
+__all__ = ["toy"]  # the shared toy problem fixture
+
+STOP = Event("w2_zero", w2, "down", "w2 reaches 0", terminal=True)
+
+
+@pytest.fixture(scope="module")
+def stopped(toy):
+    return integrate(GradientFlow(), toy, TS, observe, event=[Event("w1_up", w1_minus_1), STOP], **TIGHT)
+
+
+def test_terminal_event_stops_the_flow_at_its_closed_form_time(stopped):
+    assert stopped.stopped_by == "w2_zero"
+    assert stopped.ok and stopped.check() is stopped
+    assert stopped.t_reached == pytest.approx(np.log(4.0), abs=1e-9)
+    np.testing.assert_allclose(np.asarray(stopped.params.W), w_flow(np.log(4.0))[0], atol=1e-9)
+    hit = stopped.events["w2_zero"]
+    assert hit.time == pytest.approx(np.log(4.0), abs=1e-9)
+    assert hit.obs is not None
+    np.testing.assert_allclose(hit.obs["w"], w_flow(np.log(4.0))[0], atol=1e-9)
+    # The non-terminal event before it is recorded as usual.
+    assert stopped.events["w1_up"].time == pytest.approx(np.log(2.0), abs=1e-9)
+
+
+def test_terminal_event_leaves_later_save_times_unreached(stopped):
+    before = TS <= np.log(4.0)
+    np.testing.assert_allclose(stopped.obs["w"][before], w_flow(TS[before]), atol=1e-9)
+    assert not np.isfinite(stopped.obs["w"][~before]).any()
+    assert stopped.step_stats is not None
+    assert stopped.step_stats.step_ends[-1] == pytest.approx(np.log(4.0), abs=1e-9)
+
+
+def test_a_terminal_event_that_never_fires_changes_nothing():
+    # The same program as `stopped` (same shapes and events) on data whose w2 falls from 3 to 1 only.
+    X = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    w_star = np.array([2.0, 1.0])
+    problem = make_problem(Linear(jnp.asarray([0.0, 3.0])), jnp.asarray(X), X @ w_star, squared_loss)
+    sol = integrate(GradientFlow(), problem, TS, observe, event=[Event("w1_up", w1_minus_1), STOP], **TIGHT)
+    assert sol.stopped_by is None and sol.result == "successful" and sol.t_reached == pytest.approx(TS[-1])
+    assert not sol.events["w2_zero"].fired
+    expected = w_star + (np.array([0.0, 3.0]) - w_star) * np.exp(-TS)[:, None]
+    np.testing.assert_allclose(sol.obs["w"], expected, atol=1e-9)
+
+
+def test_step_history_adds_up(stopped):
+    st = stopped.step_stats
+    assert st is not None
+    assert st.accepted + st.rejected == stopped.num_steps
+    assert st.step_ends.shape == (st.accepted,)
+    assert np.all(st.step_sizes > 0)
+    assert st.step_sizes.sum() == pytest.approx(stopped.t_reached - TS[0], rel=1e-12)
+    assert st.h_min == pytest.approx(st.step_sizes.min())
+    d = st.to_dict()
+    assert d["accepted"] == st.accepted and d["rejected"] == st.rejected
+
+
+def test_step_size_at_and_collapses_on_a_known_history():
+    st = StepStats(0.0, np.array([0.5, 1.0, 1.001, 2.0]), accepted=4, rejected=1)
+    np.testing.assert_allclose(st.step_sizes, [0.5, 0.5, 0.001, 0.999])
+    np.testing.assert_allclose(
+        st.step_size_at([0.0, 0.25, 0.5, 0.75, 1.0005, 1.5, 2.0]), [0.5] * 4 + [0.001] + [0.999] * 2
+    )
+    assert np.isnan(st.step_size_at(2.5))
+    np.testing.assert_allclose(st.collapses(factor=100.0), [1.0])
+    assert st.collapses(factor=1000.0).size == 0
+    assert st.t_h_min == pytest.approx(1.0)
+    np.testing.assert_allclose(st.h_lambda([0.25, 1.5], [2.0, 3.0]), [1.0, 2.997])
+
+
+def test_tsit5_on_a_stiff_quadratic_is_held_at_its_stability_bound():
+    lam = 1000.0
+    X = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) * np.array([1.0, np.sqrt(lam)])
+    problem = make_problem(Linear(jnp.asarray([0.0, 3.0])), jnp.asarray(X), X @ np.array([2.0, -1.0]), squared_loss)
+    ts = np.linspace(0.0, 5.0, 6)
+    sol = integrate(GradientFlow(), problem, ts, observe, rtol=1e-6, atol=1e-9)
+    st = sol.step_stats
+    assert sol.ok and st is not None
+    late = st.step_ends > 2.0  # the fast mode e^{-1000 t} is long gone; accuracy would allow huge steps
+    h_lambda = st.step_sizes[late] * lam
+    assert 2.5 < np.median(h_lambda) < 4.0, np.median(h_lambda)
+    np.testing.assert_allclose(st.h_lambda(ts[3:], np.full(3, lam)), st.step_size_at(ts[3:]) * lam)
