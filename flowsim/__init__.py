@@ -17,6 +17,12 @@ import importlib.metadata
 
 from . import nn as nn
 from ._adaptive_flows import AdamFlow as AdamFlow, RMSPropFlow as RMSPropFlow, SignGradientFlow as SignGradientFlow
+from ._checkpoint import (
+    Checkpoint as Checkpoint,
+    checkpoint_info as checkpoint_info,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._compare import Curve as Curve, compare as compare, compare_lrs as compare_lrs, distance_to_sgd as distance_to_sgd
 from ._config import SOLVERS as SOLVERS, Config as Config, RunConfig as RunConfig
 from ._discrete import DiscreteSolution as DiscreteSolution, gradient_descent as gradient_descent, sgd as sgd

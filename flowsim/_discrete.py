@@ -1,15 +1,20 @@
 """Discrete comparators: full-batch GD and minibatch SGD, as `lax.scan` loops over a `Problem`.
 
 Both record the same observer as the flow, at integer steps k on a save grid, i.e. at flow time
-t = k * lr. The scan runs over save segments and a `fori_loop` does the steps inside each segment,
-so there is no Python loop over steps and a run compiles once per shape. Divergence (a non-finite
-loss) is tracked in the carry and reported as the first bad step.
+t = k * lr. The scan runs over save segments and a loop does the steps inside each segment
+(`flowsim._descent_loop`), so there is no Python loop over steps and a run compiles once per shape.
+Divergence (a non-finite loss) is tracked in the carry and reported as the first bad step.
+
+Stop events end a run early: checked after every step k on (t = k lr, params after step k), the
+first step where one crosses zero in its direction is the run's stop step; the run (each seed on
+its own) does not update after it. Checkpoints (`checkpoint_steps`) hold the parameters and update
+state at recorded steps; `start` resumes a run from one, continuing exactly as the run in one piece.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import final
 
 import equinox as eqx
@@ -20,22 +25,39 @@ from jaxtyping import Array, PyTree
 from numpy.typing import ArrayLike
 
 from . import _progress
+from ._checkpoint import Checkpoint, describe, mismatch
+from ._descent_loop import (
+    SAMPLINGS,
+    _Carry,
+    _initial_carry,
+    _run,
+    _sgd_indices as _sgd_indices,  # re-exported
+    _update,
+)
 from ._events import Event, locate_discrete
 from ._integrate import Observer
 from ._problem import Problem
+
+_STATUS = {"diverged_step": "bad", "stop_step": "stop", "stop_event": "which"}  # Checkpoint.status -> _Carry
 
 
 @final
 @dataclasses.dataclass(frozen=True)
 class DiscreteSolution:
-    """Output of [`gradient_descent`][] and [`sgd`][].
+    """Output of [`gradient_descent`][], [`sgd`][] and `optax_descent`.
 
     **Fields:** `steps` (S,) recorded step indices; `ts` = steps * lr; `obs` observables with leading
-    axis S (SGD: (seeds, S, ...)); `params` final parameters (SGD: leading seed axis);
+    axis S (SGD: (seeds, S, ...)), NaN (inexact leaves) at the save points after a run's stop step;
+    `params` final parameters, those at the stop step for a stopped run (SGD: leading seed axis);
     `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed);
     `crossings` event name -> (time, first recorded step at or after it) where the event's condition
     crosses zero in its direction, interpolated between save points (numpy scalars; nan, -1 if it never
-    does; SGD: arrays over seeds).
+    does; SGD: arrays over seeds); `stop_step` the step where a stop event fired, -1 if none (exact:
+    checked at every step; SGD: one per seed); `stop_time` = stop_step * lr (nan if none);
+    `stop_event` the name of the stop event that fired ("" if none; the first listed when several
+    fire at the same step); `stop_obs` the observables at the stop step (NaN where none; empty
+    without stop events); `checkpoints` step -> [`Checkpoint`][flowsim.Checkpoint] at the requested
+    `checkpoint_steps`.
     """
 
     steps: np.ndarray
@@ -46,111 +68,25 @@ class DiscreteSolution:
     crossings: dict[str, tuple[np.ndarray | np.floating, np.ndarray | np.integer]] = dataclasses.field(
         default_factory=dict
     )
+    stop_step: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(-1))
+    stop_time: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.nan))
+    stop_event: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(""))
+    stop_obs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    checkpoints: dict[int, Checkpoint] = dataclasses.field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
         return bool(np.any(self.diverged_step >= 0))
 
-
-SAMPLINGS = ("shuffle", "iid")
-
-
-def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = "shuffle") -> Array:
-    """Minibatch of step k. "shuffle": epoch k // nb shuffles the data and batch k % nb is a slice of
-    that shuffle (each sample once per epoch). "iid": B distinct samples drawn afresh at every step,
-    independently across steps (the sampling the SGD modified equation models)."""
-    if sampling == "iid":
-        return jax.random.choice(jax.random.fold_in(key, k), n, (batch_size,), replace=False)
-    nb = n // batch_size
-    perm = jax.random.permutation(jax.random.fold_in(key, k // nb), n)
-    return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
-
-
-@final
-class _Update(eqx.Module):
-    """theta <- theta + v, v <- momentum v - lr (grad + weight_decay theta); plain GD when both are None.
-
-    lr, momentum and weight decay are traced arrays (a sweep over them never recompiles); None
-    removes the term from the program (and the velocity from the carry).
-    """
-
-    lr: Array
-    momentum: Array | None
-    weight_decay: Array | None
-
-    def init(self, params: PyTree) -> PyTree | None:
-        return None if self.momentum is None else jax.tree.map(jnp.zeros_like, params)
-
-    def __call__(self, params: PyTree, vel: PyTree | None, grad: PyTree) -> tuple[PyTree, PyTree | None]:
-        if self.weight_decay is not None:
-            grad = jax.tree.map(lambda g, p: g + self.weight_decay * p, grad, params)
-        if self.momentum is None:
-            return jax.tree.map(lambda p, g: p - self.lr * g, params, grad), None
-        vel = jax.tree.map(lambda v, g: self.momentum * v - self.lr * g, vel, grad)
-        return jax.tree.map(jnp.add, params, vel), vel
-
-
-def _step(
-    problem: Problem, update: Callable[..., tuple[PyTree, PyTree]], params, vel, bad, k, key, batch_size, sampling
-):
-    idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size, sampling)
-    loss, grad = problem.loss_and_grad(params, idx)
-    params, vel = update(params, vel, grad)
-    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), k, bad)
-    return params, vel, bad
-
-
-@eqx.filter_jit
-def _run(problem, observer, update, steps, keys, batch_size, bar, sampling="shuffle"):
-    """Shared scan over save segments. `keys is None`: full-batch GD; else SGD vmapped over keys."""
-    lengths = jnp.diff(steps)
-    batched = keys is not None
-
-    def advance(params, vel, bad, k0, length, key):
-        def body(j, carry):
-            params, vel, bad = carry
-            return _step(problem, update, params, vel, bad, k0 + j, key, batch_size, sampling)
-
-        return jax.lax.fori_loop(0, length, body, (params, vel, bad))
-
-    def observe(k, params):
-        return observer(k.astype(update.lr.dtype) * update.lr, params, problem)
-
-    params0, vel0 = problem.params0, update.init(problem.params0)  # the update's state (any PyTree)
-    if batched:
-        advance = jax.vmap(advance, in_axes=(0, 0, 0, None, None, 0))
-        observe = jax.vmap(observe, in_axes=(None, 0))
-        params0, vel0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (keys.shape[0], *jnp.shape(x))), (params0, vel0))
-        bad0 = jnp.full(keys.shape[0], -1)
-    else:
-        bad0 = jnp.asarray(-1)
-
-    def segment(carry, xs):
-        k0, length = xs
-        carry = advance(*carry, k0, length, keys)
-        if bar is not None:  # static: without a bar the program has no host callback (so it is cacheable)
-            _progress.tick(bar, length)
-        return carry, observe(k0 + length, carry[0])
-
-    (params, _, bad), obs = jax.lax.scan(segment, (params0, vel0, bad0), (steps[:-1], lengths))
-    obs0 = observe(steps[0], params0)
-    axis = 1 if batched else 0
-    obs = jax.tree.map(
-        lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis) if batched else b], axis=axis),
-        obs0,
-        obs,
-    )
-    return obs, params, bad
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop event ended the run (SGD: any seed)."""
+        return bool(np.any(self.stop_step >= 0))
 
 
 def _bar_arg(bar: int) -> Array | None:
     """The bar id as a traced argument (one program for every bar), or None (static) without a bar."""
     return jnp.asarray(bar) if bar else None
-
-
-def _update(lr: float | Array, momentum: float, weight_decay: float) -> _Update:
-    opt = lambda x: None if x == 0 else jnp.asarray(x)
-    return _Update(jnp.asarray(lr), opt(momentum), opt(weight_decay))
 
 
 def _spread(keys: Array) -> Array:
@@ -163,10 +99,11 @@ def _spread(keys: Array) -> Array:
     return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
 
 
-def _check_steps(steps: ArrayLike) -> np.ndarray:
+def _check_steps(steps: ArrayLike, first: int = 0) -> np.ndarray:
     steps = np.asarray(steps, dtype=np.int64)
-    if steps.ndim != 1 or steps.size < 2 or steps[0] != 0 or np.any(np.diff(steps) <= 0):
-        raise ValueError("steps must be a strictly increasing 1-D integer array starting at 0")
+    if steps.ndim != 1 or steps.size < 2 or steps[0] != first or np.any(np.diff(steps) <= 0):
+        where = "0" if first == 0 else f"start.step={first}"
+        raise ValueError(f"steps must be a strictly increasing 1-D integer array starting at {where}")
     return steps
 
 
@@ -182,23 +119,49 @@ class _WithEvents(eqx.Module):
         return {"obs": self.observer(t, params, problem), "events": conds}
 
 
-def _finish(steps, lr, out, events: Sequence[Event] = ()) -> DiscreteSolution:
-    obs, params, bad = out
-    obs = jax.tree.map(np.asarray, obs)
-    crossings: dict[str, tuple[np.ndarray | np.floating, np.ndarray | np.integer]] = {}
-    if events:
-        conds, obs = obs["events"], obs["obs"]
-        ts = steps * lr
-        for e in events:
-            v = np.atleast_2d(conds[e.name])  # (seeds, S); GD has one row
-            found = [locate_discrete(e, ts, row) for row in v]
-            time, idx = np.array([f[0] for f in found]), np.array([steps[f[1]] if f[1] >= 0 else -1 for f in found])
-            crossings[e.name] = (time, idx) if np.ndim(conds[e.name]) == 2 else (time[0], idx[0])
-    return DiscreteSolution(steps, steps * lr, obs, params, np.asarray(bad), crossings)
-
-
 def _observer(observer: Observer, events: Sequence[Event]) -> Observer:
     return _WithEvents(observer, tuple(events)) if events else observer
+
+
+def _crossings(steps, lr, conds, events: Sequence[Event]) -> dict[str, tuple]:
+    crossings: dict[str, tuple] = {}
+    ts = steps * lr
+    for e in events:
+        v = np.atleast_2d(conds[e.name])  # (seeds, S); GD has one row
+        found = [locate_discrete(e, ts, row) for row in v]
+        time, idx = np.array([f[0] for f in found]), np.array([steps[f[1]] if f[1] >= 0 else -1 for f in found])
+        crossings[e.name] = (time, idx) if np.ndim(conds[e.name]) == 2 else (time[0], idx[0])
+    return crossings
+
+
+def _checkpoint(carry: _Carry, step: int, time: float, kind: str) -> Checkpoint:
+    status = {name: getattr(carry, field) for name, field in _STATUS.items()}
+    return Checkpoint(carry.params, carry.state, step, time, kind, status)
+
+
+def _finish(
+    steps, lr, out, events: Sequence[Event], stop: tuple[Event, ...], saved: dict, kind: str
+) -> DiscreteSolution:
+    """The host-side solution from `_run`'s output; `saved`: checkpointed step -> its buffer row
+    (or its carry, for the first save point)."""
+    obs, carry, stop_obs, buf = out
+    obs = jax.tree.map(np.asarray, obs)
+    crossings = {}
+    if events:
+        crossings = _crossings(steps, lr, obs["events"], events)
+        obs = obs["obs"]
+        stop_obs = None if stop_obs is None else stop_obs["obs"]
+    ts = steps * lr
+    checkpoints = {}
+    for k, row in saved.items():
+        at = row if isinstance(row, _Carry) else jax.tree.map(lambda b: b[row], buf)
+        checkpoints[k] = _checkpoint(at, k, float(ts[int(np.searchsorted(steps, k))]), kind)
+    halt, which = np.asarray(carry.stop), np.asarray(carry.which)
+    names = np.asarray(np.asarray([""] + [e.name for e in stop])[which + 1])
+    stop_time = np.where(halt >= 0, halt * lr, np.nan)
+    stop_obs = {} if stop_obs is None else jax.tree.map(np.asarray, stop_obs)
+    fields = (halt, stop_time, names, stop_obs, checkpoints)
+    return DiscreteSolution(steps, ts, obs, carry.params, np.asarray(carry.bad), crossings, *fields)
 
 
 def _sgd_keys(problem: Problem, key: Array, seeds: int, batch_size: int, sampling: str) -> Array:
@@ -210,26 +173,74 @@ def _sgd_keys(problem: Problem, key: Array, seeds: int, batch_size: int, samplin
     return _spread(jax.random.split(key, seeds))
 
 
+def _stop_events(stop: Event | Sequence[Event]) -> tuple[Event, ...]:
+    stop = (stop,) if isinstance(stop, Event) else tuple(stop)
+    for e in stop:
+        if not isinstance(e, Event):
+            raise TypeError(f"stop must be a flowsim.Event or a sequence of them, got {e!r}")
+    return stop
+
+
+def _slots(steps: np.ndarray, checkpoint_steps: Sequence[int] | np.ndarray) -> tuple[Array | None, dict, bool]:
+    """Where the checkpoints go: for each save point after the first, the checkpoint buffer row it
+    writes (len(rows) for none; None if no row), the rows (step -> row), and whether the first save
+    point is checkpointed too (its carry is the run's starting carry)."""
+    wanted = sorted({int(k) for k in np.asarray(checkpoint_steps, dtype=np.int64).ravel()})
+    for k in wanted:
+        if k not in steps:
+            raise ValueError(f"checkpoint step {k} is not one of the recorded steps")
+    rows = {k: i for i, k in enumerate(k for k in wanted if k != steps[0])}
+    at_start = bool(wanted) and wanted[0] == int(steps[0])
+    if not rows:
+        return None, rows, at_start
+    return jnp.asarray([rows.get(int(k), len(rows)) for k in steps[1:]]), rows, at_start
+
+
+def _resume(start: Checkpoint, fresh: _Carry, kind: str, stop: tuple[Event, ...]) -> _Carry:
+    """The carry `start` holds, checked against a fresh run's carry."""
+    if start.kind != kind:
+        raise ValueError(f"start is a {start.kind!r} checkpoint, but this is a {kind!r} run")
+    status = [jnp.asarray(start.status.get(name, getattr(fresh, f))) for name, f in _STATUS.items()]
+    carry = _Carry(start.params, start.state, *status)
+    problem = mismatch(describe(carry), describe(fresh), ("start", "this run"))
+    if problem is not None:
+        raise ValueError(f"start does not fit this run: {problem}")
+    if not stop and np.any(np.asarray(carry.stop) >= 0):
+        raise ValueError("start is a checkpoint of a stopped run; resume it with its stop events (stop=...)")
+    return carry
+
+
 def _descend(
     problem: Problem,
     observer: Observer,
     update: eqx.Module,
     steps: ArrayLike,
     lr: float | Array,
+    *,
+    kind: str,
     keys: Array | None = None,
     batch_size: int = 0,
     sampling: str = "shuffle",
     events: Sequence[Event] = (),
+    stop: Event | Sequence[Event] = (),
+    checkpoint_steps: Sequence[int] | np.ndarray = (),
+    start: Checkpoint | None = None,
     progress: bool = False,
 ) -> DiscreteSolution:
     """Run `update` (`init(params) -> state`, `(params, state, grad) -> (params, state)`, `lr` the
-    time of one step) from `problem.params0`: full batch when `keys` is None, else one run per key."""
-    steps = _check_steps(steps)
+    time of one step) from `problem.params0` or `start`: full batch when `keys` is None, else one
+    run per key. `kind` names the run in its checkpoints."""
+    stop = _stop_events(stop)
+    steps = _check_steps(steps, 0 if start is None else start.step)
+    fresh = _initial_carry(update, problem.params0, None if keys is None else keys.shape[0])
+    carry0 = fresh if start is None else _resume(start, fresh, kind, stop)
+    slots, rows, at_start = _slots(steps, checkpoint_steps)
+    saved: dict[int, int | _Carry] = {int(steps[0]): carry0, **rows} if at_start else dict(rows)
     label = "GD" if keys is None else f"SGD x{keys.shape[0]}"
-    with _progress.progress_bar(int(steps[-1]), label, progress) as bar:
-        args = (jnp.asarray(steps), keys, batch_size, _bar_arg(bar), sampling)
-        out = _run(problem, _observer(observer, events), update, *args)
-    return _finish(steps, lr, out, events)
+    with _progress.progress_bar(int(steps[-1] - steps[0]), label, progress) as bar:
+        args = (jnp.asarray(steps), keys, batch_size, _bar_arg(bar), sampling, stop, slots, len(rows))
+        out = _run(problem, _observer(observer, events), update, carry0, *args)
+    return _finish(steps, lr, out, events, stop, saved, kind)
 
 
 def gradient_descent(
@@ -241,6 +252,9 @@ def gradient_descent(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     events: Sequence[Event] = (),
+    stop: Event | Sequence[Event] = (),
+    checkpoint_steps: Sequence[int] | np.ndarray = (),
+    start: Checkpoint | None = None,
     progress: bool = False,
 ) -> DiscreteSolution:
     """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
@@ -248,9 +262,28 @@ def gradient_descent(
     **Arguments:** `lr` step size; `steps` increasing integer step indices starting at 0 (the last
     is the number of steps run); `observer(t, params, problem)` as for the flow; `momentum` β:
     heavy ball v <- βv - lr g, theta <- theta + v (v starts at 0); `weight_decay` λ: g = ∇L + λθ;
-    `events`: `flowsim.Event`s located on the recorded steps (`crossings`); `progress` shows a tqdm bar.
+    `events`: `flowsim.Event`s located on the recorded steps (`crossings`); `stop`: events checked
+    after every step (a scalar condition, a forward pass per step) that end the run at the first
+    step where one crosses zero in its direction (`stop_step`, `stop_obs`; the save points after it
+    are NaN); `checkpoint_steps`: recorded steps whose parameters and update state are returned as
+    `checkpoints`; `start`: a `Checkpoint` of a GD run to resume from (then `steps` are absolute
+    step indices starting at `start.step`, and the run continues as the run in one piece would);
+    `progress` shows a tqdm bar.
     """
-    return _descend(problem, observer, _update(lr, momentum, weight_decay), steps, lr, events=events, progress=progress)
+    update = _update(lr, momentum, weight_decay)
+    return _descend(
+        problem,
+        observer,
+        update,
+        steps,
+        lr,
+        kind="gd",
+        events=events,
+        stop=stop,
+        checkpoint_steps=checkpoint_steps,
+        start=start,
+        progress=progress,
+    )
 
 
 def sgd(
@@ -266,17 +299,38 @@ def sgd(
     weight_decay: float = 0.0,
     sampling: str = "shuffle",
     events: Sequence[Event] = (),
+    stop: Event | Sequence[Event] = (),
+    checkpoint_steps: Sequence[int] | np.ndarray = (),
+    start: Checkpoint | None = None,
     progress: bool = False,
 ) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
-    **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`), plus
-    `batch_size`, `sampling` ("shuffle": each epoch uses n // batch_size batches of a fresh shuffle;
-    "iid": an independent batch of distinct samples at every step), `seeds` (count) and `key` (the PRNG
-    key of the minibatches, required: each seed's stream is split from it).
+    **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`, `stop`,
+    `checkpoint_steps`, `start`), plus `batch_size`, `sampling` ("shuffle": each epoch uses
+    n // batch_size batches of a fresh shuffle; "iid": an independent batch of distinct samples at
+    every step), `seeds` (count) and `key` (the PRNG key of the minibatches, required: each seed's
+    stream is split from it). The minibatch of step k depends on the seed's key and k only, so a run
+    resumed from a checkpoint with the same `key` and `seeds` draws the batches the run in one piece
+    draws. Each seed stops on its own.
 
     **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
     """
     keys = _sgd_keys(problem, key, seeds, batch_size, sampling)
     update = _update(lr, momentum, weight_decay)
-    return _descend(problem, observer, update, steps, lr, keys, batch_size, sampling, events, progress)
+    return _descend(
+        problem,
+        observer,
+        update,
+        steps,
+        lr,
+        kind="sgd",
+        keys=keys,
+        batch_size=batch_size,
+        sampling=sampling,
+        events=events,
+        stop=stop,
+        checkpoint_steps=checkpoint_steps,
+        start=start,
+        progress=progress,
+    )

@@ -9,13 +9,14 @@ interpolation ([`locate_discrete`][flowsim.locate_discrete]).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, TypeVar, final
 
 import equinox as eqx
 import numpy as np
 from jaxtyping import Array, PyTree
 
 DIRECTIONS = ("up", "down", "either")
+ArrayT = TypeVar("ArrayT", np.ndarray, Array)
 
 
 @final
@@ -45,8 +46,9 @@ class Event(eqx.Module):
         """The `direction` argument of `diffrax.Event`: True (up), False (down), None (either)."""
         return {"up": True, "down": False, "either": None}[self.direction]
 
-    def crosses(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """Whether a condition going from `before` to `after` crosses zero in this direction."""
+    def crosses(self, before: ArrayT, after: ArrayT) -> ArrayT:
+        """Whether a condition going from `before` to `after` crosses zero in this direction (numpy
+        arrays on the host, or traced jax arrays inside a compiled loop)."""
         up = (before < 0) & (after >= 0)
         down = (before > 0) & (after <= 0)
         return {"up": up, "down": down, "either": up | down}[self.direction]

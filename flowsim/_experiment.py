@@ -163,7 +163,7 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
     out.update(system.summary_extras(record) if flow is not None else {})
     out["verdicts"] = [v.to_dict() for v in system.verdicts(record)] if flow is not None else []
     if flow is not None:
-        out["flow"] = {"result": flow.result, "t_reached": flow.t_reached, "num_steps": flow.num_steps}
+        out["flow"] = _flow_summary(flow)
     if gd is not None:
         out["gd"] = {
             "diverged_step": int(gd.diverged_step),
@@ -179,6 +179,24 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
         }
     out["held_out"] = result.held_out
     out["timings_s"] = result.timings
+    return out
+
+
+def _flow_summary(flow: FlowSolution) -> dict[str, Any]:
+    """How the flow solve went: result, time reached, stopping event, step history (and h * lambda_max
+    at the save times when the observer records `lambda_max`)."""
+    out: dict[str, Any] = {
+        "result": flow.result,
+        "t_reached": flow.t_reached,
+        "num_steps": flow.num_steps,
+        "stopped_by": flow.stopped_by,
+    }
+    if flow.step_stats is not None:
+        out["steps"] = flow.step_stats.to_dict()
+        if "lambda_max" in flow.obs:
+            hl = flow.step_stats.h_lambda(flow.ts, flow.obs["lambda_max"])
+            hl = hl[np.isfinite(hl)]
+            out["steps"]["h_lambda_max"] = {"median": float(np.median(hl)), "max": float(hl.max())} if hl.size else None
     return out
 
 

@@ -15,10 +15,12 @@ from typing import final
 
 import equinox as eqx
 import jax
+import numpy as np
 import optax
 from jaxtyping import Array, PyTree
 from numpy.typing import ArrayLike
 
+from ._checkpoint import Checkpoint
 from ._discrete import DiscreteSolution, _descend, _sgd_keys
 from ._events import Event
 from ._integrate import Observer
@@ -58,23 +60,43 @@ def optax_descent(
     seeds: int = 1,
     sampling: str = "shuffle",
     events: Sequence[Event] = (),
+    stop: Event | Sequence[Event] = (),
+    checkpoint_steps: Sequence[int] | np.ndarray = (),
+    start: Checkpoint | None = None,
     progress: bool = False,
 ) -> DiscreteSolution:
     """Run `optimizer` from `problem.params0`, recorded at `steps` (flow time t = steps * lr_time).
 
     **Arguments:** `optimizer` any `optax.GradientTransformation` (e.g. `optax.adam(lr)`); `lr_time`
     the flow time one step stands for (usually the optimizer's learning rate); `steps`, `observer`,
-    `events`, `progress` as [`gradient_descent`][]. With `key` None the gradient is full batch;
-    with a `key`, minibatches of `batch_size` (default: the whole dataset, reshuffled) drawn as
-    [`sgd`][] draws them (`sampling`), one run per seed (`seeds`, keys split from `key`), vmapped.
+    `events`, `stop`, `checkpoint_steps`, `start`, `progress` as [`gradient_descent`][] (the
+    checkpoints hold the optax state; `start` must be an "optax" checkpoint of the same optimizer).
+    With `key` None the gradient is full batch; with a `key`, minibatches of `batch_size` (default:
+    the whole dataset, reshuffled) drawn as [`sgd`][] draws them (`sampling`), one run per seed
+    (`seeds`, keys split from `key`), vmapped.
 
     **Returns:** a `DiscreteSolution` (with a leading seed axis when `key` is given).
     """
     update = _OptaxUpdate(optimizer, jax.numpy.asarray(lr_time))
-    if key is None:
-        if batch_size is not None:
-            raise ValueError("batch_size needs a key (the minibatches' PRNG key)")
-        return _descend(problem, observer, update, steps, lr_time, events=events, progress=progress)
-    batch_size = problem.n if batch_size is None else batch_size
-    keys = _sgd_keys(problem, key, seeds, batch_size, sampling)
-    return _descend(problem, observer, update, steps, lr_time, keys, batch_size, sampling, events, progress)
+    keys = None
+    if key is None and batch_size is not None:
+        raise ValueError("batch_size needs a key (the minibatches' PRNG key)")
+    if key is not None:
+        batch_size = problem.n if batch_size is None else batch_size
+        keys = _sgd_keys(problem, key, seeds, batch_size, sampling)
+    return _descend(
+        problem,
+        observer,
+        update,
+        steps,
+        lr_time,
+        kind="optax",
+        keys=keys,
+        batch_size=batch_size or 0,
+        sampling=sampling,
+        events=events,
+        stop=stop,
+        checkpoint_steps=checkpoint_steps,
+        start=start,
+        progress=progress,
+    )

@@ -10,7 +10,7 @@ stretch is the signature, and the cue to switch to `solver="rkc"`.
 from __future__ import annotations
 
 import dataclasses
-from typing import final
+from typing import Any, final
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -68,7 +68,7 @@ class StepStats:
         hit = np.flatnonzero(h[1:] * factor < running[:-1]) + 1
         return self.step_ends[hit] - h[hit]
 
-    def to_dict(self) -> dict[str, float | int | list[float]]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: counts, smallest step and where, and the first collapse (if any)."""
         c = self.collapses()
         return {

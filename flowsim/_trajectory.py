@@ -15,6 +15,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
+from ._descent_loop import _initial_carry
 from ._discrete import _run, _update
 from ._dynamics import AbstractDynamics
 from ._integrate import Observer, _make_solver, _piece
@@ -101,5 +102,6 @@ def solve_discrete(
     """
     steps = jnp.asarray(steps)
     update = _update(lr, momentum, weight_decay)
-    obs, params, bad = _run(problem, observer, update, steps, keys, batch_size, None, sampling)
-    return Trajectory(steps.astype(update.lr.dtype) * update.lr, obs, params, bad, jnp.asarray(steps[-1]))
+    carry0 = _initial_carry(update, problem.params0, None if keys is None else keys.shape[0])
+    obs, carry, _, _ = _run(problem, observer, update, carry0, steps, keys, batch_size, None, sampling)
+    return Trajectory(steps.astype(update.lr.dtype) * update.lr, obs, carry.params, carry.bad, jnp.asarray(steps[-1]))

@@ -1,0 +1,201 @@
+"""The compiled loop shared by GD, SGD and optax runs: a `lax.scan` over save segments, the steps of
+each segment inside.
+
+The carry of one run is a `_Carry`: parameters, update state, first diverged step, and the step and
+event index where a stop event fired. Without stop events a segment is a `fori_loop` (the program of
+a run that cannot stop); with them it is a `while_loop` that also ends when the run stops, so a
+full-batch run does no gradient work after its stop step (vmapped seeds run until every seed has
+stopped, the stopped ones masked). Checkpointed save points copy the carry into a buffer held in the
+scan's carry, so a run with checkpoints is still one program, with no Python loop over steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import final
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PyTree
+
+from . import _progress
+from ._events import Event
+from ._problem import Problem
+
+SAMPLINGS = ("shuffle", "iid")
+
+
+def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = "shuffle") -> Array:
+    """Minibatch of step k. "shuffle": epoch k // nb shuffles the data and batch k % nb is a slice of
+    that shuffle (each sample once per epoch). "iid": B distinct samples drawn afresh at every step,
+    independently across steps (the sampling the SGD modified equation models)."""
+    if sampling == "iid":
+        return jax.random.choice(jax.random.fold_in(key, k), n, (batch_size,), replace=False)
+    nb = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, k // nb), n)
+    return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
+
+
+@final
+class _Update(eqx.Module):
+    """theta <- theta + v, v <- momentum v - lr (grad + weight_decay theta); plain GD when both are None.
+
+    lr, momentum and weight decay are traced arrays (a sweep over them never recompiles); None
+    removes the term from the program (and the velocity from the carry).
+    """
+
+    lr: Array
+    momentum: Array | None
+    weight_decay: Array | None
+
+    def init(self, params: PyTree) -> PyTree | None:
+        return None if self.momentum is None else jax.tree.map(jnp.zeros_like, params)
+
+    def __call__(self, params: PyTree, vel: PyTree | None, grad: PyTree) -> tuple[PyTree, PyTree | None]:
+        if self.weight_decay is not None:
+            grad = jax.tree.map(lambda g, p: g + self.weight_decay * p, grad, params)
+        if self.momentum is None:
+            return jax.tree.map(lambda p, g: p - self.lr * g, params, grad), None
+        vel = jax.tree.map(lambda v, g: self.momentum * v - self.lr * g, vel, grad)
+        return jax.tree.map(jnp.add, params, vel), vel
+
+
+def _update(lr: float | Array, momentum: float, weight_decay: float) -> _Update:
+    opt = lambda x: None if x == 0 else jnp.asarray(x)
+    return _Update(jnp.asarray(lr), opt(momentum), opt(weight_decay))
+
+
+@final
+class _Carry(eqx.Module):
+    """One run's loop state: `bad` first diverged step, `stop` stop step, `which` index of the stop
+    event that fired (each -1 when not; SGD: a leading seed axis on every leaf)."""
+
+    params: PyTree
+    state: PyTree
+    bad: Array
+    stop: Array
+    which: Array
+
+
+def _initial_carry(update: eqx.Module, params: PyTree, seeds: int | None) -> _Carry:
+    """The carry at the start of a fresh run (`seeds` None: full batch, one run)."""
+    none = jnp.asarray(-1)
+    carry = _Carry(params, update.init(params), none, none, none)  # pyright: ignore[reportAttributeAccessIssue]
+    if seeds is None:
+        return carry
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *jnp.shape(x))), carry)
+
+
+def _step(
+    problem: Problem, update: Callable[..., tuple[PyTree, PyTree]], params, vel, bad, k, key, batch_size, sampling
+):
+    idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size, sampling)
+    loss, grad = problem.loss_and_grad(params, idx)
+    params, vel = update(params, vel, grad)
+    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), k, bad)
+    return params, vel, bad
+
+
+def _conditions(stop: tuple[Event, ...], t: Array, params: PyTree, problem: Problem) -> tuple[Array, ...]:
+    out = tuple(jnp.asarray(e.condition(t, params, problem)) for e in stop)
+    for e, v in zip(stop, out):
+        if v.shape != ():
+            raise ValueError(f"stop event {e.name!r}: its condition must return a scalar, got shape {v.shape}")
+    return out
+
+
+def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k0, length, key):
+    """Steps k0 + 1 .. k0 + length of one run (fewer if it stops); `prev` the stop conditions at k0."""
+    if not stop:
+
+        def body(j, c):
+            params, state, bad = c
+            return _step(problem, update, params, state, bad, k0 + j, key, batch_size, sampling)
+
+        params, state, bad = jax.lax.fori_loop(0, length, body, (carry.params, carry.state, carry.bad))
+        return _Carry(params, state, bad, carry.stop, carry.which), prev
+
+    def go_on(c):
+        j, c, _ = c
+        return (j < length) & (c.stop < 0)
+
+    def stepped(c):
+        j, c, prev = c
+        k = k0 + j
+        params, state, bad = _step(problem, update, c.params, c.state, c.bad, k, key, batch_size, sampling)
+        now = _conditions(stop, (k + 1).astype(update.lr.dtype) * update.lr, params, problem)
+        hit = jnp.stack([e.crosses(a, b) for e, a, b in zip(stop, prev, now)])
+        fired = jnp.any(hit)
+        halt = jnp.where(fired, (k + 1).astype(c.stop.dtype), c.stop)
+        which = jnp.where(fired, jnp.argmax(hit).astype(c.which.dtype), c.which)
+        return j + 1, _Carry(params, state, bad, halt, which), now
+
+    _, carry, prev = jax.lax.while_loop(go_on, stepped, (jnp.zeros((), length.dtype), carry, prev))
+    return carry, prev
+
+
+def _nan_where(tree: PyTree, gone: Array) -> PyTree:
+    """NaN in the inexact leaves of `tree` for the runs where `gone` (one bool per run, leading axes)."""
+
+    def mask(x):
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return x
+        return jnp.where(gone.reshape(gone.shape + (1,) * (x.ndim - gone.ndim)), jnp.nan, x)
+
+    return jax.tree.map(mask, tree)
+
+
+@eqx.filter_jit
+def _run(
+    problem, observer, update, carry0, steps, keys, batch_size, bar, sampling="shuffle", stop=(), slots=None, rows=0
+):
+    """Shared scan over save segments from `carry0`. `keys is None`: full-batch GD; else SGD vmapped
+    over keys. `stop`: stop events (static; () gives the program of a run that never stops).
+    `slots` (S - 1,): the row of the checkpoint buffer (`rows` rows, static) each save point after
+    the first writes its carry to (`rows` or more: none), or None for no checkpoints.
+
+    **Returns:** (obs, final carry, obs at the stop step (None without stop events), buffer)."""
+    batched = keys is not None
+    lr = update.lr
+
+    def advance(carry, prev, k0, length, key):
+        return _advance(problem, update, stop, batch_size, sampling, carry, prev, k0, length, key)
+
+    def observe(k, params):
+        return observer(k.astype(lr.dtype) * lr, params, problem)
+
+    def conditions(k, params):
+        return _conditions(stop, k.astype(lr.dtype) * lr, params, problem)
+
+    observe_at = observe
+    if batched:
+        advance = jax.vmap(advance, in_axes=(0, 0, None, None, 0))
+        observe, conditions = (jax.vmap(f, in_axes=(None, 0)) for f in (observe, conditions))
+        observe_at = jax.vmap(observe_at)
+    mask = (lambda tree, c, k: _nan_where(tree, (c.stop >= 0) & (c.stop < k))) if stop else (lambda tree, c, k: tree)
+    buf0 = None if slots is None else jax.tree.map(lambda x: jnp.zeros((rows, *x.shape), x.dtype), carry0)
+
+    def segment(sc, xs):
+        carry, prev, buf = sc
+        k0, length, slot = xs
+        carry, prev = advance(carry, prev, k0, length, keys)
+        if bar is not None:  # static: without a bar the program has no host callback (so it is cacheable)
+            _progress.tick(bar, length)
+        if buf is not None:
+            buf = jax.tree.map(lambda b, x: b.at[slot].set(x, mode="drop"), buf, carry)
+        return (carry, prev, buf), mask(observe(k0 + length, carry.params), carry, k0 + length)
+
+    xs = (steps[:-1], jnp.diff(steps), slots)
+    (carry, _, buf), obs = jax.lax.scan(segment, (carry0, conditions(steps[0], carry0.params), buf0), xs)
+    obs0 = mask(observe(steps[0], carry0.params), carry0, steps[0])
+    axis = 1 if batched else 0
+    obs = jax.tree.map(
+        lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis) if batched else b], axis=axis),
+        obs0,
+        obs,
+    )
+    stop_obs = None
+    if stop:
+        stop_obs = _nan_where(observe_at(jnp.maximum(carry.stop, 0), carry.params), carry.stop < 0)
+    return obs, carry, stop_obs, buf
