@@ -49,6 +49,15 @@ from ._experiment import (
 )
 from ._fields import ConfigError as ConfigError, check_fields as check_fields, field as field
 from ._grid import save_steps as save_steps
+from ._hessian import (
+    HessianEigs as HessianEigs,
+    Sharpness as Sharpness,
+    dense_hessian as dense_hessian,
+    hessian_eigs as hessian_eigs,
+    hessian_top_eigs as hessian_top_eigs,
+    hvp as hvp,
+    sharpness as sharpness,
+)
 from ._integrate import integrate as integrate
 from ._losses import (
     cross_entropy_loss as cross_entropy_loss,

@@ -20,11 +20,12 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from ._checkpoint import Checkpoint
 from ._dynamics import AbstractDynamics
 from ._events import Event
+from ._flow_pieces import FlowPieces
 from ._problem import Problem
-from ._solution import EventHit, FlowError, FlowSolution, result_index, result_name
-from ._step_stats import StepStats
+from ._solution import EventHit, FlowError, FlowSolution, result_index
 from ._validate import check_dynamics, check_precision, check_save_times, check_tolerances
 
 Observer = Callable[[Array, PyTree, Problem], PyTree]
@@ -187,8 +188,11 @@ def integrate(
     dt0: float | None = None,
     max_steps: int = 200_000,
     progress: bool = False,
+    checkpoint_times: Sequence[float] | np.ndarray = (),
+    start: Checkpoint | None = None,
 ) -> FlowSolution:
-    """Integrate `dynamics` from `problem.params0` over [ts[0], ts[-1]], recording `observer` at `ts`.
+    """Integrate `dynamics` from `problem.params0` (or a checkpoint) over [ts[0], ts[-1]], recording
+    `observer` at `ts`.
 
     Checks before compiling: save times (floating, finite, strictly increasing, at least 2),
     tolerances (finite, > 0), finite initial parameters, that the vector field returns the state's
@@ -202,7 +206,10 @@ def integrate(
     (later save times stay non-finite; `.stopped_by` names it); `solver`: a name in `SOLVERS` or a
     diffrax solver;
     `rtol`, `atol`: PID controller tolerances (`dt0` with "euler"/"heun" gives fixed steps instead);
-    `max_steps`: per piece.
+    `max_steps`: per piece; `checkpoint_times`: save times (each one of `ts`) where the state is
+    kept as a [`Checkpoint`][flowsim.Checkpoint] (`.checkpoints`, by time; the solve restarts its
+    step-size control there); `start`: a flow checkpoint to resume from (`ts[0]` must be its time):
+    the continuation is identical to the solve that wrote the checkpoint.
 
     **Returns:** a [`FlowSolution`][flowsim.FlowSolution]; failures are reported in `.result`
     (call `.check()` to raise).
@@ -215,10 +222,11 @@ def integrate(
     check_precision(ts.dtype, rtol)
     rtol_, atol_ = jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype)
     events = _as_events(event)
-    y0 = dynamics.initial_state(problem.params0)
+    y0, active = _start_state(dynamics, problem, events, ts, start)
     check_dynamics(dynamics, problem, observer, y0, ts[0], events)
+    bounds = _segment_ends(ts, checkpoint_times)
 
-    def piece(t0, y, save_ts, active):
+    def piece(t0, t1, y, save_ts, active):
         return _piece(
             dynamics,
             problem,
@@ -226,10 +234,10 @@ def integrate(
             events,
             solver,
             t0,
-            ts[-1],
+            t1,
             y,
             save_ts,
-            jnp.asarray(active, bool),
+            active,
             rtol_,
             atol_,
             dt0,
@@ -238,56 +246,38 @@ def integrate(
             True,
         )
 
-    return _run_pieces(piece, dynamics, problem, observer, events, ts, y0)
-
-
-@eqx.filter_jit
-def _observe(observer: Observer, t: Array, params: PyTree, problem: Problem) -> PyTree:
-    return observer(t, params, problem)
-
-
-def _run_pieces(piece, dynamics, problem, observer, events, ts, y0) -> FlowSolution:
-    """Solve piece after piece: after a non-terminal event, go on from the event state with that event
-    disarmed; a terminal event (or a failure, or the final time) ends the solve."""
-    active = np.ones(len(events), bool)
-    obs, t_end, y_end, code, num_steps, fired, rec = piece(ts[0], y0, ts, active)
-    records, hits, stopped_by = [_step_stats(ts[0], rec)], {}, None
-    while events and result_name(code) == "event_occurred":
-        armed = np.flatnonzero(np.asarray(fired) & active)
-        if armed.size == 0:
+    run = FlowPieces(piece, dynamics, problem, observer, events, ts, y0, active)
+    for t1 in bounds:
+        if not run.segment(ts[t1]) or t1 == len(ts) - 1:
             break
-        i = int(armed[0])
-        t_ev, p_ev = float(t_end), dynamics.params(y_end)
-        if events[i].terminal:
-            # Save times past the event stay non-finite: the solve never got there.
-            obs_ev = jax.tree.map(np.asarray, _observe(observer, t_end, p_ev, problem))
-            hits[events[i].name] = EventHit(t_ev, obs_ev, p_ev, events[i].label)
-            stopped_by = events[i].name
-            break
-        active[i] = False
-        # Continue from the event state; save times before the event are clipped to it (so the
-        # first save of this piece is the observer at the event) and then taken from earlier pieces.
-        obs2, t_end, y_end, code, steps2, fired, rec = piece(t_end, y_end, jnp.maximum(ts, t_end), active)
-        records.append(_step_stats(t_ev, rec))
-        hits[events[i].name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), obs2), p_ev, events[i].label)
-        later = ts > t_ev
-        obs = jax.tree.map(lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), obs, obs2)
-        num_steps = num_steps + steps2
-    # In declaration order (not firing order): `FlowSolution.event_time` reads the first declared event.
-    hits = {e.name: hits.get(e.name, EventHit(float("nan"), None, None, e.label)) for e in events}
-    return FlowSolution(
-        ts=np.asarray(ts),
-        obs=jax.tree.map(np.asarray, obs),
-        params=dynamics.params(y_end),
-        events=hits,
-        result=result_name(code),
-        num_steps=int(num_steps),
-        t_reached=float(t_end),
-        stopped_by=stopped_by,
-        step_stats=StepStats.merge(records),
-    )
+        run.checkpoints[float(ts[t1])] = run.checkpoint()
+    return run.solution()
 
 
-def _step_stats(t0: Array | float, record: tuple[Array, Array, Array]) -> StepStats:
-    ends, accepted, rejected = (np.asarray(x) for x in record)
-    return StepStats(float(t0), ends[np.isfinite(ends)].astype(float), int(accepted), int(rejected))
+def _segment_ends(ts: Array, checkpoint_times: Sequence[float] | np.ndarray) -> list[int]:
+    """Indices into `ts` where the segments end: each checkpoint time (one of `ts`), then the last."""
+    host = np.asarray(ts)
+    ends = []
+    for c in np.atleast_1d(np.asarray(checkpoint_times, float)):
+        hit = np.flatnonzero(host == c)
+        if hit.size == 0:
+            raise ValueError(f"checkpoint time {c} is not one of the save times ts")
+        ends.append(int(hit[0]))
+    return sorted({i for i in ends if i > 0} | {len(host) - 1})
+
+
+def _start_state(dynamics, problem, events, ts, start: Checkpoint | None) -> tuple[PyTree, np.ndarray]:
+    """The state at ts[0] and the armed events: the dynamics' initial state, or a flow checkpoint's."""
+    if start is None:
+        return dynamics.initial_state(problem.params0), np.ones(len(events), bool)
+    if start.kind != "flow":
+        raise ValueError(f"start is a {start.kind!r} checkpoint; a flow resumes only from a 'flow' checkpoint")
+    if float(ts[0]) != start.time:
+        raise ValueError(f"ts[0] = {float(ts[0])} must equal the checkpoint's time {start.time}")
+    armed = np.asarray(start.status.get("armed", np.ones(len(events), bool)), bool)
+    if armed.shape != (len(events),):
+        raise ValueError(f"the checkpoint was taken with {armed.size} events, this solve declares {len(events)}")
+    like = jax.tree.structure(dynamics.initial_state(problem.params0))
+    if jax.tree.structure(start.state) != like:
+        raise ValueError("the checkpoint's state does not have this dynamics' state structure")
+    return start.state, armed.copy()

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from ._checkpoint import Checkpoint
 from ._step_stats import StepStats
 
 # diffrax's result names, looked up through its public enumeration (index 0 = successful).
@@ -74,7 +75,8 @@ class FlowSolution:
     "event_occurred" when a terminal event stopped it); `num_steps` accepted + rejected steps of all
     pieces; `t_reached` the time the solve got to; `stopped_by` the name of the terminal event that
     ended the solve (None if none did); `step_stats` the step history
-    ([`StepStats`][flowsim.StepStats]: accepted/rejected steps, h(t), smallest step, collapses).
+    ([`StepStats`][flowsim.StepStats]: accepted/rejected steps, h(t), smallest step, collapses);
+    `checkpoints` time -> [`Checkpoint`][flowsim.Checkpoint] at the requested checkpoint times.
     """
 
     ts: np.ndarray
@@ -86,6 +88,7 @@ class FlowSolution:
     t_reached: float
     stopped_by: str | None = None
     step_stats: StepStats | None = None
+    checkpoints: dict[float, Checkpoint] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,5 @@
-"""Terminal events (a flow that stops at a target) and the step history of every flow solve, on toy
-problems with closed-form flows.
+"""Terminal events (a flow that stops at a target), the step history of every flow solve, and flow
+checkpoints (resume with identical continuation), on toy problems with closed-form flows.
 
 The toy of `tests/test_engine_events.py`: w(t) = w* + (w0 - w*) e^{-t}, so w2 falls through 0 at
 t = ln 4 and w1 rises through 1 at t = ln 2. For the step history, a quadratic with Hessian
@@ -13,7 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowsim import Event, GradientFlow, StepStats, integrate, make_problem, squared_loss
+from flowsim import (
+    Checkpoint,
+    Event,
+    GradientFlow,
+    HeavyBallFlow,
+    StepStats,
+    integrate,
+    load_checkpoint,
+    make_problem,
+    save_checkpoint,
+    squared_loss,
+)
 
 from .test_engine_events import TIGHT, TS, Linear, observe, toy, w1_minus_1, w2, w_flow
 
@@ -97,3 +108,43 @@ def test_tsit5_on_a_stiff_quadratic_is_held_at_its_stability_bound():
     h_lambda = st.step_sizes[late] * lam
     assert 2.5 < np.median(h_lambda) < 4.0, np.median(h_lambda)
     np.testing.assert_allclose(st.h_lambda(ts[3:], np.full(3, lam)), st.step_size_at(ts[3:]) * lam)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: a flow split at a checkpoint and resumed from the file continues identically
+# ---------------------------------------------------------------------------------------------
+
+CONTINUE = [Event("w1_up", w1_minus_1), Event("w2_down", w2, "down")]  # at ln 2 (before) and ln 4 (after)
+
+
+@pytest.mark.parametrize("dynamics", [GradientFlow(), HeavyBallFlow(0.1, 0.5)], ids=["gradient", "heavy-ball"])
+def test_flow_resumed_from_a_checkpoint_file_continues_identically(toy, tmp_path, dynamics):
+    tc = TS[5]  # 1.0: after the first event, before the second
+    one = integrate(dynamics, toy, TS, observe, event=CONTINUE, checkpoint_times=[tc], **TIGHT)
+    assert one.ok and set(one.checkpoints) == {tc}
+    ck = one.checkpoints[tc]
+    assert ck.kind == "flow" and ck.time == tc
+    np.testing.assert_array_equal(np.asarray(ck.params.W), one.obs["w"][5])
+    path = save_checkpoint(tmp_path / "flow.ckpt", ck, meta={"what": "test"})
+    loaded = load_checkpoint(path, ck)
+    rest = integrate(dynamics, toy, TS[5:], observe, event=CONTINUE, start=loaded, **TIGHT)
+    np.testing.assert_array_equal(rest.obs["w"], one.obs["w"][5:])
+    np.testing.assert_array_equal(np.asarray(rest.params.W), np.asarray(one.params.W))
+    for name, hit in one.events.items():  # events before the checkpoint are disarmed in it
+        assert hit.fired
+        assert rest.events[name].time == hit.time if hit.time > tc else not rest.events[name].fired
+    if isinstance(dynamics, GradientFlow):  # the checkpointed solve is the same flow, to tolerance
+        np.testing.assert_allclose(one.obs["w"], w_flow(TS), atol=1e-9)
+
+
+def test_flow_checkpoint_arguments_are_checked(toy, stopped):
+    with pytest.raises(ValueError, match="not one of the save times"):
+        integrate(GradientFlow(), toy, TS, observe, checkpoint_times=[0.3], **TIGHT)
+    gd = Checkpoint(toy.params0, None, 3, 0.1, "gd")
+    with pytest.raises(ValueError, match="'flow' checkpoint"):
+        integrate(GradientFlow(), toy, TS, observe, start=gd, **TIGHT)
+    flow_ck = Checkpoint(toy.params0, toy.params0, -1, 1.0, "flow", {"armed": jnp.ones(2, bool)})
+    with pytest.raises(ValueError, match="must equal the checkpoint's time"):
+        integrate(GradientFlow(), toy, TS, observe, start=flow_ck, **TIGHT)
+    with pytest.raises(ValueError, match="taken with 2 events"):
+        integrate(GradientFlow(), toy, TS[5:], observe, start=flow_ck, **TIGHT)

@@ -1,0 +1,128 @@
+"""A flow solve as a sequence of pieces, on the host: split at checkpoint times and at events.
+
+`flowsim.integrate` compiles one diffrax solve (`flowsim._integrate._piece`) and calls it piece after
+piece: each checkpoint time ends a segment (the state there becomes a
+[`Checkpoint`][flowsim.Checkpoint], and the next segment starts from it exactly as a run resumed
+from that checkpoint does, so the two continue identically); inside a segment each non-terminal
+event ends a piece and the next piece goes on from the event state with that event disarmed; a
+terminal event, a failure or the final time ends the solve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, final
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from ._checkpoint import Checkpoint
+from ._dynamics import AbstractDynamics
+from ._events import Event
+from ._problem import Problem
+from ._solution import EventHit, FlowSolution, result_name
+from ._step_stats import StepStats
+
+
+@eqx.filter_jit
+def _observe(observer: Callable, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    return observer(t, params, problem)
+
+
+def _step_stats(t0: Array | float, record: tuple[Array, Array, Array]) -> StepStats:
+    ends, accepted, rejected = (np.asarray(x) for x in record)
+    return StepStats(float(t0), ends[np.isfinite(ends)].astype(float), int(accepted), int(rejected))
+
+
+@final
+@dataclasses.dataclass
+class FlowPieces:
+    """The host-side state of a solve run in pieces.
+
+    **Fields:** `piece(t0, t1, y0, save_ts, active)` the compiled solve of one piece (see
+    `flowsim._integrate._piece` for what it returns); `dynamics`, `problem`, `observer`, `events`;
+    `ts` the save times; `y` the state where the next piece starts (at time `t`); `active` which
+    events are armed.
+    """
+
+    piece: Callable[..., Any]
+    dynamics: AbstractDynamics
+    problem: Problem
+    observer: Callable
+    events: tuple[Event, ...]
+    ts: Array
+    y: PyTree
+    active: np.ndarray
+    t: Array | None = None
+    obs: PyTree = None
+    code: Any = 0
+    num_steps: int = 0
+    stopped_by: str | None = None
+    records: list[StepStats] = dataclasses.field(default_factory=list)
+    hits: dict[str, EventHit] = dataclasses.field(default_factory=dict)
+    checkpoints: dict[float, Checkpoint] = dataclasses.field(default_factory=dict)
+
+    def _run_piece(self, t1: Array) -> tuple[Array, PyTree]:
+        """Solve from (t, y) to t1; save times outside [t, t1] are clipped to it and only those after
+        `t` (all of them for the first piece) are kept. Returns the events that fired, and the
+        observables of this piece (the first is at `t`)."""
+        t0 = self.ts[0] if self.t is None else self.t
+        out, t_end, y_end, code, steps, fired, rec = self.piece(
+            t0, t1, self.y, jnp.clip(self.ts, t0, t1), jnp.asarray(self.active, bool)
+        )
+        if self.obs is None:
+            self.obs = out
+        else:
+            later = self.ts >= t0  # at t0 itself: the state this piece starts from, exactly
+            self.obs = jax.tree.map(
+                lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), self.obs, out
+            )
+        self.records.append(_step_stats(t0, rec))
+        self.t, self.y, self.code, self.num_steps = t_end, y_end, code, self.num_steps + int(steps)
+        return fired, out
+
+    def segment(self, t1: Array) -> bool:
+        """Solve up to `t1`, piece after piece across non-terminal events; whether it got there."""
+        fired, _ = self._run_piece(t1)
+        while self.events and result_name(self.code) == "event_occurred":
+            armed = np.flatnonzero(np.asarray(fired) & self.active)
+            if armed.size == 0:
+                break
+            assert self.t is not None  # set by the piece just run
+            i, t_ev, p_ev = int(armed[0]), float(np.asarray(self.t)), self.dynamics.params(self.y)
+            event = self.events[i]
+            if event.terminal:  # save times past it stay non-finite: the solve never got there
+                obs_ev = jax.tree.map(np.asarray, _observe(self.observer, self.t, p_ev, self.problem))
+                self.hits[event.name] = EventHit(t_ev, obs_ev, p_ev, event.label)
+                self.stopped_by = event.name
+                return False
+            self.active[i] = False
+            fired, out = self._run_piece(t1)  # its first save is the observer at the event
+            self.hits[event.name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), out), p_ev, event.label)
+        return result_name(self.code) == "successful"
+
+    def checkpoint(self) -> Checkpoint:
+        """The state where the solve now stands: params, the dynamics' full state, the armed events."""
+        assert self.t is not None
+        status = {"armed": jnp.asarray(self.active, bool)}
+        return Checkpoint(self.dynamics.params(self.y), self.y, -1, float(self.t), "flow", status)
+
+    def solution(self) -> FlowSolution:
+        # In declaration order (not firing order): `FlowSolution.event_time` reads the first declared event.
+        hits = {e.name: self.hits.get(e.name, EventHit(float("nan"), None, None, e.label)) for e in self.events}
+        return FlowSolution(
+            ts=np.asarray(self.ts),
+            obs=jax.tree.map(np.asarray, self.obs),
+            params=self.dynamics.params(self.y),
+            events=hits,
+            result=result_name(self.code),
+            num_steps=self.num_steps,
+            t_reached=float(np.asarray(self.t)),
+            stopped_by=self.stopped_by,
+            step_stats=StepStats.merge(self.records),
+            checkpoints=self.checkpoints,
+        )
