@@ -37,6 +37,7 @@ from ._dynamics import (
 from ._events import Event as Event, locate_discrete as locate_discrete
 from ._experiment import (
     ExperimentResult as ExperimentResult,
+    LossBelow as LossBelow,
     enable_precision as enable_precision,
     run_experiment as run_experiment,
     run_flow as run_flow,
@@ -46,6 +47,7 @@ from ._experiment import (
     setup as setup,
     step_grid as step_grid,
     summarize as summarize,
+    target_events as target_events,
 )
 from ._fields import ConfigError as ConfigError, check_fields as check_fields, field as field
 from ._grid import save_steps as save_steps

@@ -43,6 +43,12 @@ class RunConfig:
     n_save_log: int = field(120, "log-spaced save points on the step grid", low=2, high=100_000, shape=True)
     n_save_lin: int = field(60, "linear save points on the step grid", low=2, high=100_000, shape=True)
     precision: str = field("float64", "floating-point precision", choices=PRECISIONS, shape=True)
+    stop_loss: float = field(
+        0.0, "stop the flow and GD/SGD once the training loss falls below this (0: run to T)", low=0.0, high=1e6
+    )
+    sharpness: int = field(
+        0, "top Hessian eigenvalues recorded at each save point (0: none; Lanczos on HVPs)", low=0, high=16, shape=True
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -18,12 +18,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, PyTree
 
 from ._config import Config
 from ._discrete import DiscreteSolution, gradient_descent, sgd
 from ._dynamics import AbstractDynamics, GradientFlow
+from ._events import Event
 from ._grid import save_steps
-from ._integrate import integrate
+from ._hessian import Sharpness
+from ._integrate import Observer, integrate
+from ._problem import Problem
 from ._registry import get_system
 from ._results import package_versions, write_json, write_npz
 from ._solution import FlowSolution
@@ -52,25 +56,58 @@ def step_grid(config: Config) -> np.ndarray:
     return save_steps(config.steps, config.n_save_log, config.n_save_lin)
 
 
+@final
+class LossBelow(eqx.Module):
+    """Event condition `target - L(params)`: crosses zero upwards when the training loss falls below
+    `target` (an array, so runs with other targets share one compiled program)."""
+
+    target: Array
+
+    def __call__(self, t: Array, params: PyTree, problem: Problem) -> Array:
+        return self.target - problem.loss(params)
+
+
+def target_events(s: Setup) -> tuple[Event, ...]:
+    """The config's terminal events: the training loss reaching `stop_loss` (none when it is 0)."""
+    c = s.config
+    if c.stop_loss <= 0:
+        return ()
+    dtype = jax.tree.leaves(s.problem.params0)[0].dtype
+    cond = LossBelow(jnp.asarray(c.stop_loss, dtype))
+    return (Event("target_loss", cond, "up", f"training loss < {c.stop_loss:g}", terminal=True),)
+
+
+def run_observer(s: Setup, lr: float | None = None) -> Observer:
+    """The setup's observer, with the top `sharpness` Hessian eigenvalues (and, given the step size
+    `lr` of a discrete run, the edge-of-stability ratio) when the config asks for them."""
+    k = s.config.sharpness
+    return Sharpness(s.observer, k=k, lr=lr) if k else s.observer
+
+
 def run_flow(
     s: Setup, *, dynamics: AbstractDynamics | None = None, progress: bool = False, **overrides: Any
 ) -> FlowSolution:
     """Gradient flow (or `dynamics`) of the setup's problem on the config's save grid, locating the
-    system's events; `overrides` are keyword arguments of `flowsim.integrate`."""
+    system's events (and stopping at the config's target loss); `overrides` are keyword arguments of
+    `flowsim.integrate`."""
     c = s.config
     dtype = jax.tree.leaves(s.problem.params0)[0].dtype
     ts = jnp.asarray(step_grid(c) * c.lr, dtype)
-    kw: dict[str, Any] = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=s.events or None)
+    events = (*s.events, *target_events(s))
+    kw: dict[str, Any] = dict(solver=c.solver, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, event=events or None)
     kw.update(overrides)
     return integrate(
-        GradientFlow() if dynamics is None else dynamics, s.problem, ts, s.observer, progress=progress, **kw
+        GradientFlow() if dynamics is None else dynamics, s.problem, ts, run_observer(s), progress=progress, **kw
     )
 
 
 def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
     """Full-batch GD of the setup's problem with the config's lr and steps, on its save grid."""
     c = s.config
-    return gradient_descent(s.problem, c.lr, step_grid(c), s.observer, events=s.events, progress=progress)
+    obs = run_observer(s, c.lr)
+    return gradient_descent(
+        s.problem, c.lr, step_grid(c), obs, events=s.events, stop=target_events(s), progress=progress
+    )
 
 
 def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
@@ -80,11 +117,12 @@ def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
         s.problem,
         c.lr,
         step_grid(c),
-        s.observer,
+        run_observer(s, c.lr),
         batch_size=c.batch_size,
         seeds=c.sgd_seeds,
         key=s.keys.sgd,
         events=s.events,
+        stop=target_events(s),
         progress=progress,
     )
 
@@ -167,11 +205,13 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
     if gd is not None:
         out["gd"] = {
             "diverged_step": int(gd.diverged_step),
+            "stop_step": int(gd.stop_step),
             "events": {k: {"time": float(t), "step": int(i)} for k, (t, i) in gd.crossings.items()},
         }
     if sg is not None:
         out["sgd"] = {
             "diverged_step": [int(x) for x in np.atleast_1d(sg.diverged_step)],
+            "stop_step": [int(x) for x in np.atleast_1d(sg.stop_step)],
             "events": {
                 k: {"time": np.asarray(t).tolist(), "step": np.asarray(i).tolist()}
                 for k, (t, i) in sg.crossings.items()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 import flowsim
@@ -166,3 +167,26 @@ def test_toy_system_through_the_cli(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "cmp" / "overlay.png").is_file()
+
+
+def test_run_settings_stop_loss_and_sharpness(tmp_path):
+    """`stop_loss` ends the flow and GD/SGD at the target (exact GD step); `sharpness` records the
+    top Hessian eigenvalues (and the edge-of-stability ratio of the discrete runs). On the toy
+    (linear regression) the Hessian is X^T X / n at every point."""
+    name = toy_system.SYSTEM.name
+    base = _run(name)
+    target = float(base.gd.obs["loss"][len(base.gd.steps) // 2]) if base.gd else 0.0
+    res = flowsim.run_experiment(_smoke(name).replace(stop_loss=target, sharpness=2))
+    flow, gd, sg = res.flow, res.gd, res.sgd
+    assert flow is not None and gd is not None and sg is not None
+    assert flow.ok and flow.stopped_by == "target_loss" and flow.t_reached < res.setup.config.t_final
+    hit = flow.events["target_loss"]
+    assert hit.obs is not None and hit.obs["loss"] == pytest.approx(target, rel=1e-6)
+    assert 0 < int(gd.stop_step) < res.setup.config.steps and np.all(sg.stop_step != 0)
+    x = np.asarray(res.setup.data["x"])
+    top = np.linalg.eigvalsh(x.T @ x / x.shape[0])[::-1][:2]
+    np.testing.assert_allclose(flow.obs["hessian_top"][0], top, rtol=1e-6)
+    np.testing.assert_allclose(gd.obs["eos_ratio"][0], res.setup.config.lr * top[0] / 2, rtol=1e-6)
+    summary = flowsim.save_experiment(res, tmp_path)
+    assert summary["flow"]["stopped_by"] == "target_loss" and summary["gd"]["stop_step"] == int(gd.stop_step)
+    assert summary["flow"]["steps"]["accepted"] > 0 and summary["flow"]["steps"]["h_lambda_max"]["max"] > 0

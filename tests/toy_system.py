@@ -58,14 +58,6 @@ class Observer(eqx.Module):
         }
 
 
-@final
-class LossBelow(eqx.Module):
-    target: Array
-
-    def __call__(self, t: Array, params: PyTree, problem: flowsim.Problem) -> Array:
-        return problem.loss(params) - self.target
-
-
 def _verdicts(run: flowsim.RunRecord) -> list[flowsim.Verdict]:
     flow = run.obs("flow")
     assert flow is not None
@@ -140,7 +132,8 @@ class ToySystem(flowsim.AbstractSystem):
         if model is None:
             model = Linear(task.init_scale * jax.random.normal(keys.init, (task.k,), dtype))
         problem = flowsim.make_problem(model, data["x"], data["y"], flowsim.squared_loss)
-        event = flowsim.Event("fitted", LossBelow(jnp.asarray(task.loss_target, dtype)), "down", "loss below target")
+        fitted = flowsim.LossBelow(jnp.asarray(task.loss_target, dtype))
+        event = flowsim.Event("fitted", fitted, "up", "loss below target")
         return flowsim.Setup(config, keys, data, model, problem, Observer(data["w_star"]), (event,))
 
     def held_out(self, setup: flowsim.Setup, params: PyTree, key: Array) -> Array:
