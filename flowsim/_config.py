@@ -19,6 +19,7 @@ from ._fields import ConfigError, check_fields, check_values, field, read_table,
 
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5")
 PRECISIONS = ("float64", "float32")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 
 
 @final
@@ -34,6 +35,13 @@ class RunConfig:
     steps: int = field(30000, "GD/SGD steps", low=1, high=10**8, shape=True)
     batch_size: int = field(12, "SGD minibatch size (at most the training-set size)", low=1, high=10**6, shape=True)
     sgd_seeds: int = field(8, "SGD runs (vmapped over seeds)", low=1, high=1024, shape=True)
+    optimizer: str = field(
+        "sgd",
+        "the minibatch comparator: plain SGD, or an optax optimizer (momentum 0.9, adam, adamw, rmsprop) at opt_lr",
+        choices=OPTIMIZERS,
+        shape=True,
+    )
+    opt_lr: float = field(0.0, "step size of the optax optimizer (0: lr)", low=0.0, high=1e4)
     solver: str = field("tsit5", "diffrax solver of the flow", choices=SOLVERS, shape=True)
     rtol: float = field(
         1e-6, "relative tolerance of the adaptive flow solve", low=0.0, high=1.0, low_open=True, high_open=True

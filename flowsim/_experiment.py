@@ -18,6 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, PyTree
 
 from ._config import Config
@@ -27,6 +28,7 @@ from ._events import Event
 from ._grid import save_steps
 from ._hessian import Sharpness
 from ._integrate import Observer, integrate
+from ._optax import optax_descent
 from ._problem import Problem
 from ._registry import get_system
 from ._results import package_versions, write_json, write_npz
@@ -110,14 +112,22 @@ def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
     )
 
 
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """The config's optax optimizer (`optimizer`, not "sgd") at step size `opt_lr` (or `lr`)."""
+    lr = config.opt_lr or config.lr
+    return {
+        "momentum": lambda: optax.sgd(lr, momentum=0.9),
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr),
+        "rmsprop": lambda: optax.rmsprop(lr),
+    }[config.optimizer]()
+
+
 def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
-    """Minibatch SGD (the config's batch size and seed count; minibatch key `s.keys.sgd`)."""
+    """The minibatch comparator (the config's batch size and seed count; minibatch key `s.keys.sgd`):
+    plain SGD, or the config's optax `optimizer`, recorded on the same save grid (t = step * lr)."""
     c = s.config
-    return sgd(
-        s.problem,
-        c.lr,
-        step_grid(c),
-        run_observer(s, c.lr),
+    kw: dict[str, Any] = dict(
         batch_size=c.batch_size,
         seeds=c.sgd_seeds,
         key=s.keys.sgd,
@@ -125,6 +135,9 @@ def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
         stop=target_events(s),
         progress=progress,
     )
+    if c.optimizer != "sgd":
+        return optax_descent(s.problem, make_optimizer(c), c.lr, step_grid(c), run_observer(s, c.lr), **kw)
+    return sgd(s.problem, c.lr, step_grid(c), run_observer(s, c.lr), **kw)
 
 
 @final

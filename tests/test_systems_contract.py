@@ -190,3 +190,27 @@ def test_run_settings_stop_loss_and_sharpness(tmp_path):
     summary = flowsim.save_experiment(res, tmp_path)
     assert summary["flow"]["stopped_by"] == "target_loss" and summary["gd"]["stop_step"] == int(gd.stop_step)
     assert summary["flow"]["steps"]["accepted"] > 0 and summary["flow"]["steps"]["h_lambda_max"]["max"] > 0
+
+
+def test_optimizer_setting_runs_the_optax_comparator():
+    """`optimizer = "adam"` makes the minibatch piece Adam at `opt_lr`, on the same minibatches, grid
+    and seeds as `flowsim.optax_descent` with the run's key."""
+    import optax
+
+    config = _smoke(toy_system.SYSTEM.name).replace(optimizer="adam", opt_lr=0.02)
+    res = flowsim.run_experiment(config, pieces=("sgd",))
+    s = res.setup
+    direct = flowsim.optax_descent(
+        s.problem,
+        optax.adam(0.02),
+        config.lr,
+        flowsim.step_grid(config),
+        s.observer,
+        key=s.keys.sgd,
+        batch_size=config.batch_size,
+        seeds=config.sgd_seeds,
+        events=s.events,
+    )
+    assert res.sgd is not None
+    np.testing.assert_array_equal(res.sgd.obs["loss"], direct.obs["loss"])
+    assert not np.array_equal(res.sgd.obs["loss"], _run(toy_system.SYSTEM.name).sgd.obs["loss"])  # not SGD
