@@ -82,6 +82,7 @@ from ._registry import (
     registered_systems as registered_systems,
 )
 from ._results import RunData as RunData, load_run as load_run
+from ._rkc import RKC as RKC
 from ._sde import EnsembleSolution as EnsembleSolution, integrate_sde as integrate_sde
 from ._solution import EventHit as EventHit, FlowError as FlowError, FlowSolution as FlowSolution
 from ._step_stats import StepStats as StepStats

@@ -17,7 +17,7 @@ from typing import Any, final
 
 from ._fields import ConfigError, check_fields, check_values, field, read_table, require
 
-SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5")
+SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5", "rkc")
 PRECISIONS = ("float64", "float32")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 

@@ -33,6 +33,13 @@ def _observe(observer: Callable, t: Array, params: PyTree, problem: Problem) -> 
     return observer(t, params, problem)
 
 
+def _where(mask: Array, new: Array, old: Array) -> Array:
+    """`new` at the save times in `mask`, else `old` (inexact leaves; integer leaves take `new`)."""
+    if not jnp.issubdtype(new.dtype, jnp.inexact):
+        return new
+    return jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+
 def _step_stats(t0: Array | float, record: tuple[Array, Array, Array]) -> StepStats:
     ends, accepted, rejected = (np.asarray(x) for x in record)
     return StepStats(float(t0), ends[np.isfinite(ends)].astype(float), int(accepted), int(rejected))
@@ -74,13 +81,11 @@ class FlowPieces:
         out, t_end, y_end, code, steps, fired, rec = self.piece(
             t0, t1, self.y, jnp.clip(self.ts, t0, t1), jnp.asarray(self.active, bool)
         )
-        if self.obs is None:
-            self.obs = out
+        later = self.ts >= t0  # at t0 itself: the state this piece starts from, exactly
+        if self.obs is None:  # save times before a resumed solve's start were not part of it: NaN
+            self.obs = jax.tree.map(lambda b: _where(later, b, jnp.full_like(b, jnp.nan)), out)
         else:
-            later = self.ts >= t0  # at t0 itself: the state this piece starts from, exactly
-            self.obs = jax.tree.map(
-                lambda a, b: jnp.where(later.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), self.obs, out
-            )
+            self.obs = jax.tree.map(lambda a, b: _where(later, b, a), self.obs, out)
         self.records.append(_step_stats(t0, rec))
         self.t, self.y, self.code, self.num_steps = t_end, y_end, code, self.num_steps + int(steps)
         return fired, out

@@ -25,6 +25,7 @@ from ._dynamics import AbstractDynamics
 from ._events import Event
 from ._flow_pieces import FlowPieces
 from ._problem import Problem
+from ._rkc import RKC
 from ._solution import EventHit, FlowError, FlowSolution, result_index
 from ._validate import check_dynamics, check_precision, check_save_times, check_tolerances
 
@@ -38,6 +39,7 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "heun": diffrax.Heun,
     "euler": diffrax.Euler,
     "kvaerno5": diffrax.Kvaerno5,
+    "rkc": RKC,
 }
 
 __all__ = ["SOLVERS", "EventHit", "FlowError", "FlowSolution", "integrate"]
@@ -208,8 +210,9 @@ def integrate(
     `rtol`, `atol`: PID controller tolerances (`dt0` with "euler"/"heun" gives fixed steps instead);
     `max_steps`: per piece; `checkpoint_times`: save times (each one of `ts`) where the state is
     kept as a [`Checkpoint`][flowsim.Checkpoint] (`.checkpoints`, by time; the solve restarts its
-    step-size control there); `start`: a flow checkpoint to resume from (`ts[0]` must be its time):
-    the continuation is identical to the solve that wrote the checkpoint.
+    step-size control there); `start`: a flow checkpoint to resume from, whose time is one of `ts`
+    (earlier save times are NaN): on the save grid of the solve that wrote it, the continuation is
+    identical (the same compiled piece from the same state).
 
     **Returns:** a [`FlowSolution`][flowsim.FlowSolution]; failures are reported in `.result`
     (call `.check()` to raise).
@@ -224,7 +227,7 @@ def integrate(
     events = _as_events(event)
     y0, active = _start_state(dynamics, problem, events, ts, start)
     check_dynamics(dynamics, problem, observer, y0, ts[0], events)
-    bounds = _segment_ends(ts, checkpoint_times)
+    bounds = [i for i in _segment_ends(ts, checkpoint_times) if start is None or float(ts[i]) > start.time]
 
     def piece(t0, t1, y, save_ts, active):
         return _piece(
@@ -247,6 +250,8 @@ def integrate(
         )
 
     run = FlowPieces(piece, dynamics, problem, observer, events, ts, y0, active)
+    if start is not None:
+        run.t = jnp.asarray(start.time, ts.dtype)
     for t1 in bounds:
         if not run.segment(ts[t1]) or t1 == len(ts) - 1:
             break
@@ -272,8 +277,8 @@ def _start_state(dynamics, problem, events, ts, start: Checkpoint | None) -> tup
         return dynamics.initial_state(problem.params0), np.ones(len(events), bool)
     if start.kind != "flow":
         raise ValueError(f"start is a {start.kind!r} checkpoint; a flow resumes only from a 'flow' checkpoint")
-    if float(ts[0]) != start.time:
-        raise ValueError(f"ts[0] = {float(ts[0])} must equal the checkpoint's time {start.time}")
+    if not np.any(np.asarray(ts) == start.time):
+        raise ValueError(f"the checkpoint's time {start.time} must be one of the save times ts")
     armed = np.asarray(start.status.get("armed", np.ones(len(events), bool)), bool)
     if armed.shape != (len(events),):
         raise ValueError(f"the checkpoint was taken with {armed.size} events, this solve declares {len(events)}")

@@ -127,8 +127,11 @@ def test_flow_resumed_from_a_checkpoint_file_continues_identically(toy, tmp_path
     np.testing.assert_array_equal(np.asarray(ck.params.W), one.obs["w"][5])
     path = save_checkpoint(tmp_path / "flow.ckpt", ck, meta={"what": "test"})
     loaded = load_checkpoint(path, ck)
-    rest = integrate(dynamics, toy, TS[5:], observe, event=CONTINUE, start=loaded, **TIGHT)
-    np.testing.assert_array_equal(rest.obs["w"], one.obs["w"][5:])
+    rest = integrate(dynamics, toy, TS, observe, event=CONTINUE, start=loaded, **TIGHT)
+    assert np.isnan(rest.obs["w"][:5]).all()  # before the checkpoint: not part of the resumed solve
+    np.testing.assert_array_equal(rest.obs["w"][5:], one.obs["w"][5:])
+    later = integrate(dynamics, toy, TS[5:], observe, event=CONTINUE, start=loaded, **TIGHT)  # other grid
+    np.testing.assert_allclose(later.obs["w"], one.obs["w"][5:], rtol=1e-9)  # another program: to tolerance
     np.testing.assert_array_equal(np.asarray(rest.params.W), np.asarray(one.params.W))
     for name, hit in one.events.items():  # events before the checkpoint are disarmed in it
         assert hit.fired
@@ -144,7 +147,27 @@ def test_flow_checkpoint_arguments_are_checked(toy, stopped):
     with pytest.raises(ValueError, match="'flow' checkpoint"):
         integrate(GradientFlow(), toy, TS, observe, start=gd, **TIGHT)
     flow_ck = Checkpoint(toy.params0, toy.params0, -1, 1.0, "flow", {"armed": jnp.ones(2, bool)})
-    with pytest.raises(ValueError, match="must equal the checkpoint's time"):
-        integrate(GradientFlow(), toy, TS, observe, start=flow_ck, **TIGHT)
+    with pytest.raises(ValueError, match="must be one of the save times"):
+        integrate(GradientFlow(), toy, TS + 0.01, observe, start=flow_ck, **TIGHT)
     with pytest.raises(ValueError, match="taken with 2 events"):
         integrate(GradientFlow(), toy, TS[5:], observe, start=flow_ck, **TIGHT)
+
+
+def test_rkc_through_integrate_steps_past_the_explicit_stability_bound():
+    """`solver="rkc"` in `integrate` on the stiff quadratic: steps far past Tsit5's h * lambda_max
+    bound, the closed-form flow to the tolerance's order, and a terminal event located on its dense
+    output."""
+    lam = 1000.0
+    X = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) * np.array([1.0, np.sqrt(lam)])
+    w_star, w0 = np.array([2.0, -1.0]), np.array([0.0, 3.0])
+    problem = make_problem(Linear(jnp.asarray(w0)), jnp.asarray(X), X @ w_star, squared_loss)
+    ts = np.linspace(0.0, 5.0, 6)
+    stop = Event("w1_up", w1_minus_1, terminal=True)  # w1(t) = 2 - 2 e^{-t} reaches 1 at ln 2
+    sol = integrate(GradientFlow(), problem, ts, observe, solver="rkc", rtol=1e-6, atol=1e-9)
+    st = sol.step_stats
+    assert sol.ok and st is not None
+    assert np.median(st.step_sizes[st.step_ends > 2.0] * lam) > 10.0
+    exact = w_star + (w0 - w_star) * np.exp(-np.outer(ts, [1.0, lam]))
+    np.testing.assert_allclose(sol.obs["w"], exact, atol=1e-4)
+    hit = integrate(GradientFlow(), problem, ts, observe, event=stop, solver="rkc", rtol=1e-6, atol=1e-9)
+    assert hit.stopped_by == "w1_up" and hit.t_reached == pytest.approx(np.log(2.0), abs=1e-4)
