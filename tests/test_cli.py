@@ -30,10 +30,21 @@ FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     ],
     ids=["n", "L", "d", "init_scale", "solver", "m", "distinct_tokens"],
 )
-def test_invalid_config_exits_2_naming_the_field(args, message):
-    proc = subprocess.run([sys.executable, "-m", "flowsim.cli", "run", *args], capture_output=True, text=True)
+def test_invalid_config_exits_2_naming_the_field(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_invalid_config_exits_2_from_a_fresh_process():
+    """The same refusal as a user sees it: a new interpreter, exit status 2, one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "flowsim.cli", "run", "--n", "7"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "flowsim: error: invalid n=7: n must be a positive multiple of 6 (type counts n/2, n/6, n/6, n/6)"
+    ]
     assert "Traceback" not in proc.stderr
 
 

@@ -117,7 +117,11 @@ def test_tsit5_on_a_stiff_quadratic_is_held_at_its_stability_bound():
 CONTINUE = [Event("w1_up", w1_minus_1), Event("w2_down", w2, "down")]  # at ln 2 (before) and ln 4 (after)
 
 
-@pytest.mark.parametrize("dynamics", [GradientFlow(), HeavyBallFlow(0.1, 0.5)], ids=["gradient", "heavy-ball"])
+@pytest.mark.parametrize(
+    "dynamics",
+    [GradientFlow(), pytest.param(HeavyBallFlow(0.1, 0.5), marks=pytest.mark.slow)],  # heavy ball: -m slow
+    ids=["gradient", "heavy-ball"],
+)
 def test_flow_resumed_from_a_checkpoint_file_continues_identically(toy, tmp_path, dynamics):
     tc = TS[5]  # 1.0: after the first event, before the second
     one = integrate(dynamics, toy, TS, observe, event=CONTINUE, checkpoint_times=[tc], **TIGHT)

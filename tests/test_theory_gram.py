@@ -86,6 +86,7 @@ def test_wishart_needs_wide_enough_m():
         wishart_gram(jax.random.PRNGKey(0), 2, 6, 4, 0.1, 0.5)
 
 
+@pytest.mark.slow  # 2 x 4000 vmapped draws: run with -m slow
 def test_wishart_moments_match_direct_draw():
     """Mean and variance of every entry of M(0): Bartlett draw vs the direct draw of the weights
     (init_transformer, theory init) vs the exact Wishart moments (mean m D^2; var m(s_i^2 s_j^2 +

@@ -121,6 +121,7 @@ def test_phase2_system_rates_match_its_definition(small_setup):
     assert float(v.N) == pytest.approx(2 * m1 / p2.n * float(g @ z), rel=1e-12)
 
 
+@pytest.mark.slow  # a Phase-2 solve with random tokens: run with -m slow
 def test_random_token_overlap_counts_shared_tokens(small_setup):
     # Tokens with replacement (the small setup) share random tokens across samples.
     s = small_setup
