@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Callable, Collection
 from typing import Any, final
@@ -113,14 +114,20 @@ def run_gd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """The config's optax optimizer (`optimizer`, not "sgd") at step size `opt_lr` (or `lr`)."""
-    lr = config.opt_lr or config.lr
+    """The config's optax optimizer (`optimizer`, not "sgd") at step size `opt_lr` (or `lr`). The same
+    (optimizer, step size) gives the same object, so runs that differ in other fields (seeds, data,
+    sizes of the same shape) reuse one compiled program."""
+    return _optimizer(config.optimizer, config.opt_lr or config.lr)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(name: str, lr: float) -> optax.GradientTransformation:
     return {
         "momentum": lambda: optax.sgd(lr, momentum=0.9),
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr),
         "rmsprop": lambda: optax.rmsprop(lr),
-    }[config.optimizer]()
+    }[name]()
 
 
 def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:

@@ -79,7 +79,7 @@ class FlowPieces:
         observables of this piece (the first is at `t`)."""
         t0 = self.ts[0] if self.t is None else self.t
         out, t_end, y_end, code, steps, fired, rec = self.piece(
-            t0, t1, self.y, jnp.clip(self.ts, t0, t1), jnp.asarray(self.active, bool)
+            t0, t1, self.y, jnp.clip(self.ts, t0, t1), jnp.array(self.active.copy(), bool)
         )
         later = self.ts >= t0  # at t0 itself: the state this piece starts from, exactly
         if self.obs is None:  # save times before a resumed solve's start were not part of it: NaN
@@ -98,22 +98,38 @@ class FlowPieces:
             if armed.size == 0:
                 break
             assert self.t is not None  # set by the piece just run
-            i, t_ev, p_ev = int(armed[0]), float(np.asarray(self.t)), self.dynamics.params(self.y)
-            event = self.events[i]
-            if event.terminal:  # save times past it stay non-finite: the solve never got there
+            t_ev, p_ev = float(np.asarray(self.t)), self.dynamics.params(self.y)
+            now = self._simultaneous(armed, self.t, p_ev)
+            if any(self.events[i].terminal for i in now):  # later save times stay non-finite
                 obs_ev = jax.tree.map(np.asarray, _observe(self.observer, self.t, p_ev, self.problem))
-                self.hits[event.name] = EventHit(t_ev, obs_ev, p_ev, event.label)
-                self.stopped_by = event.name
+                for i in now:
+                    self.hits[self.events[i].name] = EventHit(t_ev, obs_ev, p_ev, self.events[i].label)
+                self.stopped_by = next(self.events[i].name for i in now if self.events[i].terminal)
                 return False
-            self.active[i] = False
+            self.active[now] = False
             fired, out = self._run_piece(t1)  # its first save is the observer at the event
-            self.hits[event.name] = EventHit(t_ev, jax.tree.map(lambda x: np.asarray(x[0]), out), p_ev, event.label)
+            obs_ev = jax.tree.map(lambda x: np.asarray(x[0]), out)
+            for i in now:
+                self.hits[self.events[i].name] = EventHit(t_ev, obs_ev, p_ev, self.events[i].label)
         return result_name(self.code) == "successful"
+
+    def _simultaneous(self, armed: np.ndarray, t: Array, p_ev: PyTree) -> list[int]:
+        """The event located (the first armed one) and the other armed events of the same step whose
+        condition is already at or past zero in their direction at that instant: they fired with it
+        (e.g. a terminal target and a non-terminal event on the same condition)."""
+        now = [int(armed[0])]
+        for i in armed[1:]:
+            e = self.events[int(i)]
+            value = float(np.asarray(_observe(e.condition, t, p_ev, self.problem)))
+            if {"up": value >= 0, "down": value <= 0, "either": value == 0}[e.direction]:
+                now.append(int(i))
+        return now
 
     def checkpoint(self) -> Checkpoint:
         """The state where the solve now stands: params, the dynamics' full state, the armed events."""
         assert self.t is not None
-        status = {"armed": jnp.asarray(self.active, bool)}
+        # A copy: on CPU, jnp.asarray may share the numpy buffer, which later events then mutate.
+        status = {"armed": jnp.array(self.active.copy(), bool)}
         return Checkpoint(self.dynamics.params(self.y), self.y, -1, float(self.t), "flow", status)
 
     def solution(self) -> FlowSolution:
