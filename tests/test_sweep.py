@@ -203,6 +203,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # a 2-process pool compiled from scratch, then SIGKILLed: run with -m slow
 def test_resume_after_sigkill_loses_and_redoes_nothing(tmp_path):
     """A sweep on a pool of 2 worker processes is SIGKILLed mid-run; the rerun (in this process)
     keeps every finished file untouched and runs exactly the missing points."""

@@ -2,5 +2,7 @@
 
 from .._registry import register
 from .cooccurrence import SYSTEM as _COOCCURRENCE
+from .sensitivity import SYSTEM as _SENSITIVITY
 
 register(_COOCCURRENCE, default=True, replace=True)
+register(_SENSITIVITY, replace=True)
