@@ -19,6 +19,7 @@ from flowsim import (
     cli,
     get_system,
     measures_of,
+    registered_systems,
     run_point,
     run_sweep,
 )
@@ -130,7 +131,7 @@ def test_cli_unknown_system_in_spec_exits_2_with_one_line(tmp_path, capsys):
         cli.main(["sweep", str(bad), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1, err
-    assert "system: invalid system='nope': system must be one of ['cooccurrence']" in err
+    assert f"system: invalid system='nope': system must be one of {sorted(registered_systems())}" in err
     assert not (tmp_path / "o").exists()
 
 
