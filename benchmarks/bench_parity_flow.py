@@ -53,7 +53,7 @@ def main(n: int, seed: int, solver: str, rtol: float) -> dict:
     return dict(
         n=n, seed=seed, solver=solver, rtol=rtol, result=flow.result, stopped_by=flow.stopped_by,
         t_reached=flow.t_reached, evals=COUNT[0], accepted=st.accepted, rejected=st.rejected,
-        escape=flow.events["escape"].time, lambda_max=float(np.nanmax(lam)),
+        escape=flow.events["escape"].time, lambda_max=float(np.max(lam[np.isfinite(lam)])),
         h_lambda_median=float(np.nanmedian(st.h_lambda(flow.ts, lam))), wall_s=round(wall, 1),
     )  # fmt: skip
 
