@@ -33,18 +33,25 @@ def _init(key: jax.Array, d_model: int, heads: int, head_dim: int, dtype: Any) -
 
 
 class AbstractAttention(eqx.Module):
-    """Self-attention over one sequence: `pattern(x)` (heads, L, L) and `__call__(x)` (L, d_model)."""
+    """Self-attention over one sequence with the parameters of the module docstring: a subclass gives
+    its `pattern(x)` (heads, L, L); the output (L, d_model) mixes the values by that pattern."""
+
+    W_Q: eqx.AbstractVar[Float[Array, "heads head_dim d_model"]]
+    W_K: eqx.AbstractVar[Float[Array, "heads head_dim d_model"]]
+    W_V: eqx.AbstractVar[Float[Array, "heads head_dim d_model"]]
+    W_O: eqx.AbstractVar[Float[Array, "d_model hd"]]
 
     @abc.abstractmethod
     def pattern(self, x: Float[Array, "L d"]) -> Float[Array, "heads L L"]:
         """A[h, l, j]: the weight that query position l of head h puts on key position j."""
 
-    @abc.abstractmethod
     def with_pattern(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "L d"], Float[Array, "heads L L"]]:
         """The output and the pattern from one pass."""
+        A = self.pattern(x)
+        return _combine(self.W_V, self.W_O, A, x), A
 
-    @abc.abstractmethod
-    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]: ...
+    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
+        return self.with_pattern(x)[0]
 
 
 def _scores(W_Q: Array, W_K: Array, x: Array) -> Array:
@@ -81,13 +88,6 @@ class MultiHeadAttention(AbstractAttention):
             s = jnp.where(_causal_mask(x.shape[0])[None], s, -jnp.inf)
         return jax.nn.softmax(s, axis=-1)
 
-    def with_pattern(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "L d"], Float[Array, "heads L L"]]:
-        A = self.pattern(x)
-        return _combine(self.W_V, self.W_O, A, x), A
-
-    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
-        return self.with_pattern(x)[0]
-
 
 @final
 class LinearAttention(AbstractAttention):
@@ -111,10 +111,3 @@ class LinearAttention(AbstractAttention):
         if self.causal:
             s = jnp.where(_causal_mask(x.shape[0])[None], s, jnp.zeros((), s.dtype))
         return s
-
-    def with_pattern(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "L d"], Float[Array, "heads L L"]]:
-        A = self.pattern(x)
-        return _combine(self.W_V, self.W_O, A, x), A
-
-    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
-        return self.with_pattern(x)[0]
