@@ -4,43 +4,24 @@ round trip; atomic writes; one-line errors on a mismatched `like` or `start`."""
 
 import dataclasses
 import os
-from typing import final
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from flowsim import Event, gradient_descent, make_problem, sgd, squared_loss
+from flowsim import Event, gradient_descent, sgd
 from flowsim._checkpoint import Checkpoint, checkpoint_info, load_checkpoint, save_checkpoint
 from flowsim._optax import optax_descent
+
+from .test_early_stop import _observe, problem
 
 KEY = jax.random.PRNGKey(0)
 LR = 0.05
 STEPS = np.arange(0, 61, 10)
 K = 30  # the checkpoint step
-_RNG = np.random.default_rng(1)
-X = _RNG.normal(size=(8, 3))
-Y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * _RNG.normal(size=8)
-
-
-@final
-class _Linear(eqx.Module):
-    w: jax.Array
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.w
-
-
-def _observe(t, params, problem):
-    return {"loss": problem.loss(params), "w": params.w}
-
-
-@pytest.fixture(scope="module")
-def problem():
-    return make_problem(_Linear(jnp.zeros(3)), jnp.asarray(X), jnp.asarray(Y), squared_loss)
+__all__ = ["problem"]  # the shared linear-regression fixture of tests/test_early_stop.py
 
 
 RUNS = {
