@@ -25,7 +25,18 @@ from ._checkpoint import (
 )
 from ._compare import Curve as Curve, compare as compare, compare_lrs as compare_lrs, distance_to_sgd as distance_to_sgd
 from ._config import SOLVERS as SOLVERS, Config as Config, RunConfig as RunConfig
+from ._descent_loop import Stop as Stop
 from ._discrete import DiscreteSolution as DiscreteSolution, gradient_descent as gradient_descent, sgd as sgd
+from ._dyck import (
+    DyckLanguage as DyckLanguage,
+    acceptance_rate as acceptance_rate,
+    closing_accuracy as closing_accuracy,
+    depths as depths,
+    lm_batch as lm_batch,
+    matching_open as matching_open,
+    sample_dyck as sample_dyck,
+    structure as structure,
+)
 from ._dynamics import (
     AbstractDynamics as AbstractDynamics,
     AbstractFlow as AbstractFlow,

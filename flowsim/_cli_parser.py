@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import pathlib
+from typing import final
 
 from ._config import Config, RunConfig
 from ._fields import allowed, kind
@@ -66,20 +67,34 @@ def _add_system_argument(p: argparse.ArgumentParser, system: str | None) -> None
     )
 
 
+@final
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (`flowsim: error: ...`), status 2, and no
+    option is matched by a prefix (`--m` is not `--max-steps`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # pyright: ignore[reportIncompatibleMethodOverride]
+        self.exit(2, f"flowsim: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def build_parser(system: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowsim", description=DESCRIPTION)
+    p = _Parser(prog="flowsim", description=DESCRIPTION, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("systems", help="list the registered systems, one line each")
     run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
     _add_system_argument(run, system)
-    run.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
-    run.add_argument("--out", type=pathlib.Path, help="results folder (default runs/<timestamp>)")
+    run.add_argument("--config", type=_path, help="JSON, TOML or YAML file of config fields")
+    run.add_argument("--out", type=_path, help="results folder (default runs/<timestamp>); must be new or empty")
+    run.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once the run has finished)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
     run.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_options(run, system)
     plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
-    plot.add_argument("run_dir", type=pathlib.Path)
+    plot.add_argument("run_dir", type=_path)
     _add_sweep_parsers(sub)
     _add_compare_parser(sub, system)
     _add_theory_parser(sub, system)
@@ -108,9 +123,15 @@ def _add_theory_parser(sub, system: str | None) -> None:
         metavar="KEY=VALUE",
         help="keyword option of the prediction function (repeatable), e.g. --set n=24",
     )
-    th.add_argument("--out", type=pathlib.Path, help="JSON path (default runs/theory-<name>-<timestamp>.json)")
-    th.add_argument("--config", type=pathlib.Path, help="file of config fields (predictions that take a config)")
+    th.add_argument("--out", type=_path, help="JSON path (default runs/theory-<name>-<timestamp>.json)")
+    th.add_argument("--config", type=_path, help="file of config fields (predictions that take a config)")
     _add_config_options(th, name)
+
+
+def _path(text: str) -> pathlib.Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"an empty path ({text!r})")
+    return pathlib.Path(text)
 
 
 def _csv(kind_):
@@ -147,15 +168,16 @@ def _add_compare_parser(sub, system: str | None) -> None:
     cmp.add_argument("--paths", type=int, default=32, help="Brownian paths of the SDE ensemble")
     cmp.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of the discrete runs")
     cmp.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="SGD batch sampling")
-    cmp.add_argument("--config", type=pathlib.Path, help="JSON, TOML or YAML file of config fields")
-    cmp.add_argument("--out", type=pathlib.Path, help="output folder (default runs/compare-<timestamp>)")
+    cmp.add_argument("--config", type=_path, help="JSON, TOML or YAML file of config fields")
+    cmp.add_argument("--out", type=_path, help="output folder (default runs/compare-<timestamp>); new or empty")
+    cmp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once compare has finished)")
     _add_config_options(cmp, system)
 
 
 def _add_sweep_parsers(sub) -> None:
     sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.SweepSpec)")
-    sw.add_argument("spec", type=pathlib.Path, help="sweep spec (.toml, .yaml, .json)")
-    sw.add_argument("--out", type=pathlib.Path, help="results folder (default sweeps/<spec name>)")
+    sw.add_argument("spec", type=_path, help="sweep spec (.toml, .yaml, .json)")
+    sw.add_argument("--out", type=_path, help="results folder (default sweeps/<spec name>)")
     sw.add_argument(
         "--workers",
         type=int,
@@ -168,11 +190,11 @@ def _add_sweep_parsers(sub) -> None:
     sw.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     pd = sub.add_parser("phase-diagram", help="heatmap / line plot of a sweep measure")
-    pd.add_argument("results", type=pathlib.Path)
+    pd.add_argument("results", type=_path)
     pd.add_argument("--x", required=True)
     pd.add_argument("--y")
     pd.add_argument("--measure", required=True)
-    pd.add_argument("--out", type=pathlib.Path, help="PNG path (default in the results folder)")
+    pd.add_argument("--out", type=_path, help="PNG path (default in the results folder)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

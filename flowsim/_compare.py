@@ -123,17 +123,33 @@ def compare(
     return curves
 
 
-def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, float]:
+def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, float | None]:
     """max over save times t > 0 of |mean_model(t) - mean_SGD(t)| / SE_SGD(t), where SE is the
-    standard error of the SGD ensemble mean; values below ~3 mean "indistinguishable from SGD"."""
+    standard error of the SGD ensemble mean; values below ~3 mean "indistinguishable from SGD".
+
+    Save times where the SGD seeds do not spread (SE below 1e-12 of the mean's scale, e.g. a batch
+    of the whole training set, or one seed) are left out; with no spread at any time the distance
+    is None (not measurable), never a ratio to a round-off "standard error"."""
     ref = curves["sgd"]
     x = np.asarray(ref.obs[key], float)[:, 1:]
-    se = np.nanstd(x, 0, ddof=1) / np.sqrt(x.shape[0])
-    return {
-        name: float(np.nanmax(np.abs(cur.mean(key)[1:] - np.nanmean(x, 0)) / np.maximum(se, 1e-300)))
-        for name, cur in curves.items()
-        if name != "sgd"
-    }
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(x, 0)
+        se = np.nanstd(x, 0, ddof=1) / np.sqrt(x.shape[0]) if x.shape[0] > 1 else np.full(mean.shape, np.nan)
+        spread = np.isfinite(se) & (se > 1e-12 * np.maximum(np.abs(mean), 1e-300))
+        out: dict[str, float | None] = {}
+        for name, cur in curves.items():
+            if name == "sgd":
+                continue
+            ratio = np.abs(cur.mean(key)[1:] - mean) / np.where(spread, se, np.nan)
+            out[name] = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else None
+    return out
+
+
+def describe_distance(label: str, distance: float | None) -> str:
+    """One line of `flowsim compare`'s table."""
+    if distance is None:
+        return f"{label:<32} not measurable: the SGD seeds do not spread (batch = training set, or one seed)"
+    return f"{label:<32} max |mean loss - SGD mean| = {distance:8.2f} SGD standard errors"
 
 
 def compare_lrs(

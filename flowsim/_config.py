@@ -20,6 +20,7 @@ from ._fields import ConfigError, check_fields, check_values, field, read_table,
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5", "rkc")
 PRECISIONS = ("float64", "float32")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+RESOLUTION = {"float64": (2.220446049250313e-16, 2.2250738585072014e-308), "float32": (1.1920929e-07, 1.1754944e-38)}
 
 
 @final
@@ -60,6 +61,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        eps, tiny = RESOLUTION[self.precision]
+        require(self.rtol >= eps, "rtol", f">= {eps:g} (the resolution of {self.precision})", self.rtol)
+        require(self.atol >= tiny, "atol", f">= {tiny:g} (the smallest normal {self.precision})", self.atol)
 
     @property
     def t_final(self) -> float:

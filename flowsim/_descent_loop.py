@@ -38,6 +38,32 @@ def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = 
 
 
 @final
+class Stop(eqx.Module):
+    """Stop events of a discrete run (`stop=` of [`gradient_descent`][flowsim.gradient_descent],
+    [`sgd`][flowsim.sgd], [`optax_descent`][flowsim.optax_descent]) checked every `every` steps.
+
+    A bare event (or sequence of them) is checked after every step, a forward pass over the training
+    set per step; for a minibatch run that can cost more than the step itself. `Stop(events, every=k)`
+    checks after every k steps within each save interval and at every save point, so the stop step is
+    the first such check at which an event has crossed (at most k - 1 steps late).
+
+    **Arguments:** `events` a `flowsim.Event` or a sequence of them; `every` the check interval (≥ 1).
+    """
+
+    events: tuple[Event, ...]
+    every: int = eqx.field(static=True)
+
+    def __init__(self, events: Event | tuple[Event, ...] | list[Event], every: int = 1):
+        self.events = (events,) if isinstance(events, Event) else tuple(events)
+        for e in self.events:
+            if not isinstance(e, Event):
+                raise TypeError(f"stop must be a flowsim.Event or a sequence of them, got {e!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"Stop: every must be an integer >= 1, got {every!r}")
+        self.every = every
+
+
+@final
 class _Update(eqx.Module):
     """theta <- theta + v, v <- momentum v - lr (grad + weight_decay theta); plain GD when both are None.
 
@@ -105,8 +131,9 @@ def _conditions(stop: tuple[Event, ...], t: Array, params: PyTree, problem: Prob
     return out
 
 
-def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k0, length, key):
-    """Steps k0 + 1 .. k0 + length of one run (fewer if it stops); `prev` the stop conditions at k0."""
+def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k0, length, key, every=1):
+    """Steps k0 + 1 .. k0 + length of one run (fewer if it stops); `prev` the stop conditions at k0,
+    checked after every `every` steps of the segment and at its end."""
     if not stop:
 
         def body(j, c):
@@ -120,16 +147,27 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
         j, c, _ = c
         return (j < length) & (c.stop < 0)
 
+    def steps_of(j, c):
+        if every == 1:  # static: the one-step program
+            return 1, _step(problem, update, c.params, c.state, c.bad, k0 + j, key, batch_size, sampling)
+        n = jnp.minimum(every, length - j)
+
+        def body(i, pc):
+            params, state, bad = pc
+            return _step(problem, update, params, state, bad, k0 + j + i, key, batch_size, sampling)
+
+        return n, jax.lax.fori_loop(0, n, body, (c.params, c.state, c.bad))
+
     def stepped(c):
         j, c, prev = c
-        k = k0 + j
-        params, state, bad = _step(problem, update, c.params, c.state, c.bad, k, key, batch_size, sampling)
-        now = _conditions(stop, (k + 1).astype(update.lr.dtype) * update.lr, params, problem)
+        n, (params, state, bad) = steps_of(j, c)
+        k = k0 + j + n
+        now = _conditions(stop, k.astype(update.lr.dtype) * update.lr, params, problem)
         hit = jnp.stack([e.crosses(a, b) for e, a, b in zip(stop, prev, now)])
         fired = jnp.any(hit)
-        halt = jnp.where(fired, (k + 1).astype(c.stop.dtype), c.stop)
+        halt = jnp.where(fired, k.astype(c.stop.dtype), c.stop)
         which = jnp.where(fired, jnp.argmax(hit).astype(c.which.dtype), c.which)
-        return j + 1, _Carry(params, state, bad, halt, which), now
+        return j + n, _Carry(params, state, bad, halt, which), now
 
     _, carry, prev = jax.lax.while_loop(go_on, stepped, (jnp.zeros((), length.dtype), carry, prev))
     return carry, prev
@@ -148,10 +186,23 @@ def _nan_where(tree: PyTree, gone: Array) -> PyTree:
 
 @eqx.filter_jit
 def _run(
-    problem, observer, update, carry0, steps, keys, batch_size, bar, sampling="shuffle", stop=(), slots=None, rows=0
+    problem,
+    observer,
+    update,
+    carry0,
+    steps,
+    keys,
+    batch_size,
+    bar,
+    sampling="shuffle",
+    stop=(),
+    slots=None,
+    rows=0,
+    every=1,
 ):
     """Shared scan over save segments from `carry0`. `keys is None`: full-batch GD; else SGD vmapped
-    over keys. `stop`: stop events (static; () gives the program of a run that never stops).
+    over keys. `stop`: stop events (static; () gives the program of a run that never stops), checked
+    every `every` steps (static) within each save segment and at its end.
     `slots` (S - 1,): the row of the checkpoint buffer (`rows` rows, static) each save point after
     the first writes its carry to (`rows` or more: none), or None for no checkpoints.
 
@@ -160,7 +211,7 @@ def _run(
     lr = update.lr
 
     def advance(carry, prev, k0, length, key):
-        return _advance(problem, update, stop, batch_size, sampling, carry, prev, k0, length, key)
+        return _advance(problem, update, stop, batch_size, sampling, carry, prev, k0, length, key, every)
 
     def observe(k, params):
         return observer(k.astype(lr.dtype) * lr, params, problem)

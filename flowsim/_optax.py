@@ -21,6 +21,7 @@ from jaxtyping import Array, PyTree
 from numpy.typing import ArrayLike
 
 from ._checkpoint import Checkpoint
+from ._descent_loop import Stop
 from ._discrete import DiscreteSolution, _descend, _sgd_keys
 from ._events import Event
 from ._integrate import Observer
@@ -60,7 +61,7 @@ def optax_descent(
     seeds: int = 1,
     sampling: str = "shuffle",
     events: Sequence[Event] = (),
-    stop: Event | Sequence[Event] = (),
+    stop: Stop | Event | Sequence[Event] = (),
     checkpoint_steps: Sequence[int] | np.ndarray = (),
     start: Checkpoint | None = None,
     progress: bool = False,

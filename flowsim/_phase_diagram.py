@@ -10,7 +10,6 @@ over seeds. Axes of the sweep that are neither x nor y become one panel per valu
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pathlib
 import warnings
@@ -19,32 +18,64 @@ from typing import Any
 import numpy as np
 
 from ._fields import ConfigError
+from ._results import read_json
 
 
 def _spec(folder: pathlib.Path) -> dict[str, Any]:
+    """The normalised spec of a sweep folder; a missing, unreadable or malformed spec.json raises."""
     f = folder / "spec.json"
     if not f.is_file():
         raise FileNotFoundError(f"{str(folder)!r} is not a flowsim sweep folder (no spec.json)")
-    return json.loads(f.read_text())["spec"]
+    spec = read_json(f).get("spec")
+    ok = (
+        isinstance(spec, dict)
+        and isinstance(spec.get("axes"), dict)
+        and all(isinstance(v, list) and v for v in spec["axes"].values())
+        and isinstance(spec.get("seeds"), list)
+        and isinstance(spec.get("measures"), list)
+        and all(isinstance(m, str) for m in spec["measures"])
+    )
+    if not ok:
+        raise ConfigError(f"{str(f)!r} is not a sweep spec (needs 'spec' with axes, seeds and measures)")
+    return spec  # pyright: ignore[reportReturnType]
+
+
+def _is_value(v: Any) -> bool:
+    """A measure value as written by a sweep: None, a number, a bool, "inf"/"-inf", or a list of them."""
+    if isinstance(v, list):
+        return all(_is_value(x) for x in v)
+    return v is None or isinstance(v, (bool, int, float)) or v in ("inf", "-inf")
+
+
+def _row(f: pathlib.Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """One point file as a table row, checked against the spec: its axes and seed are on the spec's
+    grid and its measures are numbers (else `ConfigError` naming the file)."""
+    rec = read_json(f)
+    axes, measures = rec.get("axes"), rec.get("measures")
+    if not (isinstance(axes, dict) and isinstance(measures, dict) and "status" in rec and "seed" in rec):
+        raise ConfigError(f"{str(f)!r} is not a sweep point (needs axes, seed, status and measures)")
+    off = {a: v for a, v in axes.items() if a not in spec["axes"] or v not in spec["axes"][a]}
+    if off or set(axes) != set(spec["axes"]) or rec["seed"] not in spec["seeds"]:
+        raise ConfigError(f"{str(f)!r}: point {axes} seed {rec['seed']!r} is not on the spec's axes and seeds")
+    bad = [m for m in spec["measures"] if not _is_value(measures.get(m))]
+    if bad:
+        raise ConfigError(f"{str(f)!r}: measure(s) {bad} are not numbers")
+    return {
+        **axes,
+        "seed": rec["seed"],
+        "status": rec["status"],
+        "reason": rec.get("reason"),
+        **{m: measures.get(m) for m in spec["measures"]},
+    }
 
 
 def load_sweep(folder: str | os.PathLike, *, as_frame: bool = False) -> Any:
     """Rows {axis: value, ..., "seed", "status", "reason", measure: value, ...} of every finished
-    point, in the spec's point order; a pandas DataFrame if `as_frame` (needs pandas)."""
+    point, in the spec's point order; a pandas DataFrame if `as_frame` (needs pandas). A point file
+    that is unreadable or not on the spec's grid raises `ConfigError` naming it."""
     folder = pathlib.Path(folder)
     spec = _spec(folder)
-    rows = []
-    for f in sorted((folder / "points").glob("*.json")):
-        rec = json.loads(f.read_text())
-        rows.append(
-            {
-                **rec["axes"],
-                "seed": rec["seed"],
-                "status": rec["status"],
-                "reason": rec.get("reason"),
-                **{m: rec["measures"].get(m) for m in spec["measures"]},
-            }
-        )
+    rows = [_row(f, spec) for f in sorted((folder / "points").glob("*.json"))]
     order = {tuple(v): i for i, v in enumerate(itertools.product(*spec["axes"].values(), spec["seeds"]))}
     rows.sort(key=lambda r: order.get(tuple(r[a] for a in [*spec["axes"], "seed"]), len(order)))
     if as_frame:
@@ -75,7 +106,7 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> pathlib.Pa
 
 def _num(v: Any) -> float:
     """A plottable float: None and non-finite values ("inf" as written by write_json) become nan."""
-    x = np.nan if v is None else float(v)
+    x = np.nan if v is None or isinstance(v, list) else float(v)
     return x if np.isfinite(x) else np.nan
 
 
@@ -119,6 +150,29 @@ def _norm(mean: np.ndarray, boolean: bool):
     return None
 
 
+def check_request(
+    folder: str | os.PathLike, x: str, y: str | None, measure: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The spec and rows of the sweep in `folder`, after checking that `x` (and `y`) are distinct
+    axes, `measure` was recorded and some point has a value to draw; else `ConfigError`."""
+    folder = pathlib.Path(folder)
+    spec = _spec(folder)
+    axes = spec["axes"]
+    if y is not None and y == x:
+        raise ConfigError(f"--y {y!r} is the same axis as --x")
+    for name, what in ((x, "x"), (y, "y")):
+        if name is not None and name not in axes:
+            raise ConfigError(f"--{what} {name!r} is not an axis of this sweep; axes: {list(axes)}")
+    if measure not in spec["measures"]:
+        raise ConfigError(f"--measure {measure!r} was not recorded; measures: {spec['measures']}")
+    rows = load_sweep(folder)
+    if not rows:
+        raise ConfigError(f"{str(folder)!r} has no finished points yet")
+    if all(r["status"] == "ok" for r in rows) and all(np.isnan(_num(r[measure])) for r in rows):
+        raise ConfigError(f"--measure {measure!r} has no finite value in any point of {str(folder)!r}")
+    return spec, rows
+
+
 def plot_phase_diagram(
     folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str, out: str | os.PathLike | None = None
 ) -> pathlib.Path:
@@ -131,16 +185,8 @@ def plot_phase_diagram(
     from matplotlib.colors import LogNorm
 
     folder = pathlib.Path(folder)
-    spec = _spec(folder)
+    spec, rows = check_request(folder, x, y, measure)
     axes = spec["axes"]
-    for name, what in ((x, "x"), (y, "y")):
-        if name is not None and name not in axes:
-            raise ConfigError(f"--{what} {name!r} is not an axis of this sweep; axes: {list(axes)}")
-    if measure not in spec["measures"]:
-        raise ConfigError(f"--measure {measure!r} was not recorded; measures: {spec['measures']}")
-    rows = load_sweep(folder)
-    if not rows:
-        raise ConfigError(f"{str(folder)!r} has no finished points yet")
     others = [a for a in axes if a not in (x, y) and len(axes[a]) > 1]
     panels = list(itertools.product(*(axes[a] for a in others))) or [()]
     fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)

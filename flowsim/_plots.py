@@ -230,8 +230,8 @@ def plot_distance_vs_lr(
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     try:
         for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
-            pts = sorted((r["lr"], r[key]) for r in rows if r["model"] == model)
-            ax.plot(*zip(*pts), "o-", color=f"C{i}", label=model)
+            pts = sorted((r["lr"], np.nan if r[key] is None else r[key]) for r in rows if r["model"] == model)
+            ax.plot(*zip(*pts), "o-", color=f"C{i}", label=model)  # not measurable (None): a gap
         ax.axhline(3.0, color="k", ls=":", lw=1, label="3 SGD standard errors")
         ax.set_xscale("log")
         ax.set_yscale("log")

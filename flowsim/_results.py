@@ -4,7 +4,9 @@ Layout of a run folder: `config.json` (full config, seed, package versions), `in
 (`W_Q, W_K, W_V, W, a` at t = 0 and the data `tokens`, `y`, `kind`), `flow.npz`, `gd.npz`, `sgd.npz`
 (`t` and one array per observable; SGD arrays have a leading seed axis), `summary.json` (verdicts,
 `phase1_end_time`, timings). Every file is written atomically (temporary file + rename), so an
-interrupted run never leaves a truncated file behind.
+interrupted run never leaves a truncated file behind; `flowsim run` writes the whole folder into a
+staging folder and publishes it with one rename (`staging_folder`, `publish_folder`), so a results
+folder never mixes two runs.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import Any, final
 
 import numpy as np
+
+from ._fields import ConfigError
 
 PACKAGES = ("flowsim", "jax", "jaxlib", "diffrax", "equinox", "optimistix", "lineax", "optax", "numpy", "matplotlib")
 
@@ -77,8 +83,27 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    """The arrays of an `.npz` file; a file that is not a readable npz of plain arrays (truncated,
+    not a zip, pickled objects) raises `ConfigError` naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{str(path)!r} is not a readable .npz of plain arrays: {first}") from None
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from `path`; unreadable, non-UTF-8, invalid JSON or a non-object raises
+    `ConfigError` naming the file."""
+    try:
+        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{str(path)!r} is not a readable JSON file: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 @final
@@ -109,12 +134,60 @@ class RunData:
         return marks
 
 
+def _check_lengths(path: pathlib.Path, arrays: dict[str, np.ndarray], axis: int) -> None:
+    """Every array of a run file has one entry per save time: along axis 0 for 1-D arrays, along
+    `axis` otherwise (1 for SGD's (seeds, times) arrays)."""
+    if not arrays:
+        return
+    t = arrays.get("t")
+    if t is None or t.ndim != 1:
+        raise ConfigError(f"{str(path)!r} has no 1-D save times 't'")
+    bad = [k for k, v in arrays.items() if v.ndim == 0 or v.shape[axis if v.ndim > 1 else 0] != t.size]
+    if bad:
+        raise ConfigError(f"{str(path)!r}: {bad} do not have one value per save time ({t.size} times)")
+
+
 def load_run(path: str | os.PathLike) -> RunData:
-    """Read a run folder written by `flowsim run` (raises FileNotFoundError if it is not one)."""
+    """Read a run folder written by `flowsim run` (raises FileNotFoundError if it is not one, and
+    `ConfigError` naming the file when a file is corrupt or inconsistent)."""
     path = pathlib.Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a flowsim run folder (no config.json)")
-    load = lambda name: read_npz(path / name) if (path / name).is_file() else {}
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
-    config = json.loads((path / "config.json").read_text()).get("config", {})
-    return RunData(path, config, load("flow.npz"), load("gd.npz"), load("sgd.npz"), summary)
+
+    def load(name: str, axis: int) -> dict[str, np.ndarray]:
+        if not (path / name).is_file():
+            return {}
+        arrays = read_npz(path / name)
+        _check_lengths(path / name, arrays, axis)
+        return arrays
+
+    summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
+    config = read_json(path / "config.json").get("config", {})
+    if not isinstance(config, dict) or not isinstance(config.get("system", ""), str):
+        raise ConfigError(f"{str(path / 'config.json')!r}: 'config' must be a table with a system name")
+    return RunData(path, config, load("flow.npz", 0), load("gd.npz", 0), load("sgd.npz", 1), summary)
+
+
+def staging_folder(out: pathlib.Path) -> pathlib.Path:
+    """A fresh hidden folder next to `out` (same file system) to write a run into before it is
+    published; staging folders of processes that no longer exist (killed runs) are removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f".{out.name}.partial-*"):
+        pid = old.name.rsplit("-", 2)[-2] if old.name.count("-") >= 2 else ""
+        if pid.isdigit() and not pathlib.Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+
+
+def publish_folder(staged: pathlib.Path, out: pathlib.Path, *, overwrite: bool = False) -> None:
+    """Move the finished folder `staged` to `out` in one rename. An existing `out` must be empty,
+    unless `overwrite` (then the old folder is moved aside first and deleted after)."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"invalid out={str(out)!r}: it is not empty (pass --overwrite to replace it)")
+        aside = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-{os.getpid()}-"))
+        os.replace(out, aside / "run")
+        os.replace(staged, out)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    os.replace(staged, out)  # onto a missing or empty folder: atomic

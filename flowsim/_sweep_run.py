@@ -20,10 +20,9 @@ one lane when there are enough groups; or a Dask cluster (`use_dask=True`, extra
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import functools
-import itertools
-import json
 import multiprocessing
 import os
 import pathlib
@@ -38,7 +37,8 @@ from ._fields import ConfigError
 from ._measures import measures_of, needed_pieces, value
 from ._registry import get_system
 from ._results import package_versions, write_json
-from ._sweep_spec import SpecMismatchError, SweepSpec, SweepSpecError, point_key, shape_group
+from ._sweep_folder import SweepLockedError as SweepLockedError, _locked, _remove_stale_temporaries, resolve_out
+from ._sweep_spec import SweepSpec, SweepSpecError, point_key, shape_group
 from ._system import PIECES, RunRecord
 
 
@@ -120,8 +120,11 @@ def _task(config: Config, measures: tuple[str, ...]) -> dict[str, Any]:
 def _worker_init(xla_flags: str | None, jax_options: dict[str, Any]) -> None:
     """Start of a worker process (before JAX's backend exists): one CPU device (unless `xla_flags`
     is None: a remote worker keeps its own), float64, the parent's compilation-cache settings."""
+    import signal
+
     if xla_flags is not None:
         os.environ["XLA_FLAGS"] = xla_flags
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent handles it
     _exit_with_parent()
     import jax
 
@@ -175,35 +178,6 @@ def _lanes(todo: list[tuple[str, Config]], workers: int) -> list[list[tuple[str,
     return [lane for lane in lanes if lane]
 
 
-def resolve_out(out: str | os.PathLike, spec: SweepSpec, new: bool = False) -> pathlib.Path:
-    """The results folder to use: `out` if empty or holding this spec; with `new`, the first free
-    `out-2`, `out-3`, ... when `out` holds a different sweep. Otherwise `SpecMismatchError`."""
-    out = pathlib.Path(out)
-    want = spec.to_dict()
-
-    def matches(p: pathlib.Path) -> bool | None:  # None: nothing there yet
-        f = p / "spec.json"
-        if not f.is_file():
-            return None if not p.exists() or not any(p.iterdir()) else False
-        stored = dict(json.loads(f.read_text())["spec"])
-        stored.setdefault("system", want["system"])  # folders written before specs named their system
-        return stored == want
-
-    ok = matches(out)
-    if ok is None or ok:
-        return out
-    if not new:
-        raise SpecMismatchError(
-            f"results folder {str(out)!r} holds a different sweep (or other files); "
-            "pass --new for a fresh folder next to it, or another --out"
-        )
-    for i in itertools.count(2):
-        cand = out.with_name(f"{out.name}-{i}")
-        if matches(cand) is not False:
-            return cand
-    raise AssertionError("unreachable")
-
-
 @final
 @dataclasses.dataclass(frozen=True)
 class SweepReport:
@@ -241,8 +215,15 @@ def run_sweep(
     """
     t0 = time.perf_counter()
     folder = resolve_out(out, spec, new)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        return _run_locked(spec, folder, t0, workers, use_dask, scheduler, progress)
+
+
+def _run_locked(spec, folder, t0, workers, use_dask, scheduler, progress) -> SweepReport:
     points_dir = folder / "points"
     points_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
     if not (folder / "spec.json").is_file():
         write_json(folder / "spec.json", {"spec": spec.to_dict(), "versions": _versions()})
     configs = spec.configs()
@@ -312,18 +293,69 @@ def _collect(futures: dict[concurrent.futures.Future, tuple[str, Config]], recor
         raise RuntimeError(f"{len(errors)} point(s) not run (a worker failed; rerun to retry them): {errors[0]}")
 
 
-def _run_pool(todo, measures, workers, record) -> None:
+WORKER_DEATHS = 2  # a point whose worker process dies this many times is recorded as failed
+
+
+def _died(deaths: int) -> dict[str, Any]:
+    return {
+        "ran": [],
+        "measures": {},
+        "status": "failed",
+        "reason": f"the worker process died {deaths} times on this point (killed, or out of memory)",
+        "wall_s": 0.0,
+        "compile_s": 0.0,
+    }
+
+
+def _run_pool(todo, measures, workers, record, task=_task) -> None:
+    """One single-process pool per lane. A worker that dies (killed, out of memory) breaks only its
+    lane's pool: the lane gets a fresh pool and its unfinished points are resubmitted; the point
+    that was running is retried until it has killed `WORKER_DEATHS` workers, then recorded failed."""
     ctx = multiprocessing.get_context("spawn")
-    lanes = _lanes(todo, workers)
-    pools = [
-        concurrent.futures.ProcessPoolExecutor(
+
+    def new_pool():
+        return concurrent.futures.ProcessPoolExecutor(
             1, mp_context=ctx, initializer=_worker_init, initargs=(_WORKER_FLAGS, _jax_options())
         )
-        for _ in lanes
-    ]
+
+    lanes = _lanes(todo, workers)
+    pools = [new_pool() for _ in lanes]
+    waiting: list[list[tuple[str, Config]]] = [list(lane) for lane in lanes]  # unfinished, in order
+    pending: dict[concurrent.futures.Future, tuple[int, str, Config]] = {}
+    deaths: dict[str, int] = {}
+
+    def submit(i: int) -> None:
+        for key, config in waiting[i]:
+            pending[pools[i].submit(task, config, measures)] = (i, key, config)
+
     try:
-        futures = {pool.submit(_task, c, measures): (k, c) for pool, lane in zip(pools, lanes) for k, c in lane}
-        _collect(futures, record)
+        for i in range(len(lanes)):
+            submit(i)
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            broken = set()
+            for fut in done:
+                i, key, config = pending.pop(fut)
+                try:
+                    rec = fut.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    broken.add(i)
+                    continue
+                except Exception as e:  # not the point's own failure (run_point catches those): e.g. pickling
+                    rec = {**_died(0), "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                waiting[i].remove((key, config))
+                record(key, config, rec)
+            for i in broken:
+                for fut in [f for f, v in pending.items() if v[0] == i]:  # the dead pool's other futures
+                    pending.pop(fut)
+                pools[i].shutdown(wait=False, cancel_futures=True)
+                key, config = waiting[i][0]  # one worker per lane: the first unfinished point was running
+                deaths[key] = deaths.get(key, 0) + 1
+                if deaths[key] >= WORKER_DEATHS:
+                    waiting[i].pop(0)
+                    record(key, config, _died(deaths[key]))
+                pools[i] = new_pool()
+                submit(i)
     finally:
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -157,7 +157,8 @@ class SweepSpec:
         self.configs()  # every point's Config is built (and validated) before any work
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
+    def from_dict(cls, data: object) -> SweepSpec:
+        """Build from a parsed table (any parsed value is accepted: a non-table is refused)."""
         if not isinstance(data, Mapping):
             raise SweepSpecError(f"a sweep spec must be a table, got {type(data).__name__}")
         extra = sorted(set(data) - set(_SPEC_KEYS))
@@ -180,10 +181,10 @@ class SweepSpec:
             if not 1 <= seeds <= MAX_POINTS:
                 raise SweepSpecError(f"seeds: a count must be in [1, {MAX_POINTS}], got {seeds}")
             seeds = list(range(seeds))
-        if not isinstance(seeds, list):
+        if not isinstance(seeds, list) or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds):
             raise SweepSpecError(f"seeds: a count or a list of integers, got {seeds!r}")
         measures = data.get("measures", [])
-        if isinstance(measures, str) or not isinstance(measures, list):
+        if not isinstance(measures, list) or any(not isinstance(m, str) for m in measures):
             raise SweepSpecError(f"measures: a list of names, got {measures!r}")
         return cls(
             dict(base),

@@ -4,6 +4,8 @@ abstract evaluation of the vector field, diffusion, observer and event condition
 from __future__ import annotations
 
 import math
+import os
+import typing
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -114,3 +116,42 @@ def check_dynamics(
             ) from err
         if not isinstance(v, jax.ShapeDtypeStruct) or v.shape != () or not jnp.issubdtype(v.dtype, jnp.floating):
             raise TypeError(f"event {e.name!r}: the condition must return a real scalar, got {v}")
+
+
+MAX_RECORDED = 20_000_000  # save points x runs (flow, GD, SGD seeds) recorded per observable
+MEMORY_FRACTION = 0.5  # of the machine's memory, for what a system estimates it allocates
+
+
+def _machine_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def check_memory(config: Any) -> None:
+    """Refuse, before anything is allocated, a config whose recorded arrays or (when its system
+    gives `memory_bytes(config)`) data and model would not fit: `ConfigError` naming the sizes.
+
+    The engine's part is the save grid: (save points) x (2 + sgd_seeds) runs recorded per
+    observable, at most `MAX_RECORDED` (20 million values: 160 MB per float64 observable).
+    """
+    from ._fields import ConfigError
+    from ._registry import get_system
+
+    saves = min(config.steps + 1, config.n_save_log + config.n_save_lin + 2)
+    recorded = saves * (2 + config.sgd_seeds)
+    if recorded > MAX_RECORDED:
+        raise ConfigError(
+            f"invalid n_save_log={config.n_save_log}, n_save_lin={config.n_save_lin}, sgd_seeds={config.sgd_seeds}: "
+            f"{saves} save points x {2 + config.sgd_seeds} runs = {recorded:.3g} values per observable; at most "
+            f"{MAX_RECORDED:.0e} fit in memory"
+        )
+    estimate = getattr(get_system(config.system), "memory_bytes", None)
+    if callable(estimate):
+        need, limit = int(typing.cast(float, estimate(config))), int(MEMORY_FRACTION * _machine_bytes())
+        if need > limit:
+            raise ConfigError(
+                f"invalid sizes for system {config.system!r}: about {need / 2**30:.3g} GiB of data and model, more "
+                f"than half this machine's memory ({limit / 2**30:.3g} GiB); choose smaller sizes"
+            )

@@ -83,6 +83,6 @@ def test_compare_distance_and_cli(small_config, small_setup, tmp_path, capsys):
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["system"] == "cooccurrence" and saved["steps"] == SMALL["steps"] and saved["m1"] == SMALL["m1"]
     with pytest.raises(SystemExit) as e:  # the system named explicitly; an unknown observable
-        main(["compare", "cooccurrence", *flags, *same, "--dynamics", "gf", "--keys", "nope", "--out", str(out)])
+        main(["compare", "cooccurrence", *flags, *same, "--dynamics", "gf", "--keys", "nope", "--out", str(out) + "2"])
     assert e.value.code == 2
     assert "invalid keys=['nope']: not observables" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from flowsim import Event, gradient_descent, make_problem, sgd, squared_loss
+from flowsim import Event, Stop, gradient_descent, make_problem, sgd, squared_loss
 from flowsim._discrete import _descend, _update
 from flowsim._optax import optax_descent
 
@@ -91,6 +91,23 @@ def test_gd_stop_step_is_the_first_step_below_target(problem, every_step, k_star
     assert np.all(np.isnan(sol.obs["loss"][~done])) and np.all(np.isnan(sol.obs["w"][~done]))
     # The params at the stop are the unstopped run's params at that step.
     np.testing.assert_allclose(sol.params.w, every_step.obs["w"][first], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("every", [4, 7])  # stops at 38 (the check after), at 37 (a check)
+def test_stop_every_k_steps_stops_at_the_first_check_after_the_crossing(problem, every_step, every):
+    """Checks at k0 + every, k0 + 2 every, ... within each save segment [k0, k0 + 10] and at its end."""
+    losses, ws = _numpy_gd_losses(100)
+    target = float(0.5 * (losses[36] + losses[37]))  # first below at step 37
+    checks = sorted({min(k0 + j, k0 + 10) for k0 in STEPS[:-1] for j in range(every, 10 + every, every)})
+    first = next(k for k in checks if k >= 37)
+    sol = gradient_descent(problem, LR, STEPS, _observe, stop=Stop(_below(target), every=every))
+    assert int(sol.stop_step) == first == {4: 38, 7: 37}[every]
+    np.testing.assert_allclose(sol.params.w, ws[first], rtol=1e-12, atol=1e-14)
+    done = STEPS <= first
+    np.testing.assert_allclose(sol.obs["loss"][done], every_step.obs["loss"][STEPS[done]], rtol=1e-14, atol=0)
+    assert np.all(np.isnan(sol.obs["loss"][~done]))
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        Stop(_below(target), every=0)
 
 
 def test_never_firing_stop_leaves_the_run_unchanged(problem, every_step):

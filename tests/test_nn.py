@@ -261,6 +261,30 @@ def test_block_composition(norm, residual, mlp_hidden):
     assert (block.norm2 is None) == (mlp_hidden is None or norm is None)
     xin = np_layernorm(x, block.norm1.weight, block.norm1.bias, 1e-4) if norm == "pre" else x
     np.testing.assert_allclose(block.pattern(x), np_attention(block.attention, xin)[1], rtol=RTOL, atol=1e-13)
+    out, seen = block.norm_inputs(x)
+    want_out, want = np_norm_inputs(block, np.asarray(x))
+    np.testing.assert_allclose(out, want_out, rtol=RTOL, atol=1e-13)
+    assert len(seen) == len(want) == (norm is not None) * (1 + (mlp_hidden is not None))
+    for a, b in zip(seen, want):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-13)
+
+
+def np_norm_inputs(block, x):
+    """Independent numpy: the block's output and what enters each of its LayerNorms."""
+    seen = []
+    subs = [(lambda h: np_attention(block.attention, h)[0], block.norm1)]
+    if block.mlp is not None:
+        subs.append((lambda h: np_mlp(block.mlp, h), block.norm2))
+    for f, ln in subs:
+        if ln is None:
+            x = x + f(x) if block.residual else f(x)
+        elif block.norm == "pre":
+            seen.append(x)
+            x = x + f(np_ln_of(ln)(x)) if block.residual else f(np_ln_of(ln)(x))
+        else:
+            seen.append(x + f(x) if block.residual else f(x))
+            x = np_ln_of(ln)(seen[-1])
+    return x, seen
 
 
 def test_stack_patterns():
@@ -301,6 +325,10 @@ def test_transformer_matches_numpy(cfg):
     out, pats = eqx.filter_jit(lambda m, t: (m(t), m.patterns(t)))(model, tokens)
     np.testing.assert_allclose(out, np_transformer(model, tokens), rtol=RTOL, atol=1e-13)
     assert len(pats) == 2 and pats[0].shape == (2, 4, 4)
+    feats, seen = model.norm_inputs(tokens)
+    np.testing.assert_array_equal(feats, model.features(tokens))
+    per_block = (cfg.get("norm", "pre") is not None) * 2  # attention and MLP norms
+    assert len(seen) == 2 * per_block + bool(cfg.get("final_norm")) and all(v.shape == (4, 6) for v in seen)
 
 
 def test_transformer_gradient_vs_finite_differences():

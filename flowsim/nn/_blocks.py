@@ -92,12 +92,13 @@ class TransformerBlock(eqx.Module):
         self.norm = norm
         self.residual = residual
 
-    def _sublayer(self, f, ln: LayerNorm | None, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
+    def _sublayer(self, f, ln: LayerNorm | None, x: Float[Array, "L d"]) -> tuple[Array, tuple[Array, ...]]:
+        """The sublayer's output and what enters its LayerNorm (empty without one)."""
         if self.norm == "pre" and ln is not None:
             y = f(ln(x))
-            return x + y if self.residual else y
+            return (x + y if self.residual else y), (x,)
         y = x + f(x) if self.residual else f(x)
-        return ln(y) if self.norm == "post" and ln is not None else y
+        return (ln(y), (y,)) if self.norm == "post" and ln is not None else (y, ())
 
     def pattern(self, x: Float[Array, "L d"]) -> Float[Array, "heads L L"]:
         """The attention pattern of this block on input x (after the pre-norm when `norm="pre"`)."""
@@ -105,11 +106,17 @@ class TransformerBlock(eqx.Module):
             x = self.norm1(x)
         return self.attention.pattern(x)
 
-    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
-        x = self._sublayer(self.attention, self.norm1, x)
+    def norm_inputs(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "L d"], tuple[Float[Array, "L d"], ...]]:
+        """The block's output and what enters each of its LayerNorms, in order (`norm1`, `norm2`):
+        the inputs whose inverse standard deviation is the LayerNorm "blow-up" of Hahn & Rofin."""
+        x, seen = self._sublayer(self.attention, self.norm1, x)
         if self.mlp is not None:
-            x = self._sublayer(self.mlp, self.norm2, x)
-        return x
+            x, more = self._sublayer(self.mlp, self.norm2, x)
+            seen += more
+        return x, seen
+
+    def __call__(self, x: Float[Array, "L d"]) -> Float[Array, "L d"]:
+        return self.norm_inputs(x)[0]
 
 
 @final
@@ -122,6 +129,14 @@ class TransformerStack(eqx.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+    def norm_inputs(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "L d"], tuple[Float[Array, "L d"], ...]]:
+        """The output and what enters every LayerNorm of every block, in order."""
+        seen: tuple[Array, ...] = ()
+        for block in self.blocks:
+            x, more = block.norm_inputs(x)
+            seen += more
+        return x, seen
 
     def patterns(self, x: Float[Array, "L d"]) -> tuple[Float[Array, "_heads L L"], ...]:
         """Every block's attention pattern on its own input, in one forward pass."""

@@ -37,8 +37,15 @@ class Transformer(eqx.Module):
 
     def features(self, tokens: Int[Array, " L"]) -> Float[Array, "L d"]:
         """The last layer (after the final norm), before the read-out."""
-        x = self.stack(self.positional(self.embedding(tokens)))
-        return x if self.final_norm is None else self.final_norm(x)
+        return self.norm_inputs(tokens)[0]
+
+    def norm_inputs(self, tokens: Int[Array, " L"]) -> tuple[Float[Array, "L d"], tuple[Float[Array, "L d"], ...]]:
+        """The features and what enters every LayerNorm, in order (each block's `norm1`, `norm2`,
+        then the final norm)."""
+        x, seen = self.stack.norm_inputs(self.positional(self.embedding(tokens)))
+        if self.final_norm is None:
+            return x, seen
+        return self.final_norm(x), (*seen, x)
 
     def patterns(self, tokens: Int[Array, " L"]) -> tuple[Float[Array, "_heads L L"], ...]:
         """Every block's attention pattern (heads, L, L), in order."""

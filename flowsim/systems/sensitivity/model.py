@@ -6,8 +6,7 @@ x <- LN(x + MLP(x)) (as `torch.nn.TransformerEncoderLayer`), and a linear read-o
 position: one real output per input. The loss is the paper's MSE, (f(x) - y)^2 per sample (twice
 `flowsim.squared_loss`), so the loss of a constant predictor at the plateau is the variance of y.
 
-`SensitivityTransformer.ln_inputs` runs the parts by hand to expose what enters every LayerNorm
-(`flowsim.nn.TransformerBlock` does not return it); a test checks it reproduces the model's output.
+`SensitivityTransformer.ln_inputs` returns what enters every LayerNorm (the blow-up's inputs).
 """
 
 from __future__ import annotations
@@ -45,23 +44,9 @@ class SensitivityTransformer(eqx.Module):
 
     def ln_inputs(self, tokens: Int[Array, " L"]) -> tuple[Float[Array, ""], tuple[Float[Array, "L d"], ...]]:
         """The output and what enters each LayerNorm, in order (block 1 norm1, block 1 norm2, block 2
-        norm1, ...), computed by running the parts by hand (post-LN residual blocks)."""
-        net = self.net
-        x = net.positional(net.embedding(tokens))
-        seen = []
-        for block in net.stack.blocks:
-            if block.norm != "post" or not block.residual or block.norm1 is None:
-                raise ValueError("ln_inputs needs residual post-LN blocks")
-            s = x + block.attention(x)
-            seen.append(s)
-            x = block.norm1(s)
-            if block.mlp is not None and block.norm2 is not None:
-                s = x + block.mlp(x)
-                seen.append(s)
-                x = block.norm2(s)
-        if net.final_norm is not None:
-            raise ValueError("ln_inputs needs a model without a final norm")
-        return net.readout(x)[0], tuple(seen)
+        norm1, ...), from `flowsim.nn.Transformer.norm_inputs`."""
+        x, seen = self.net.norm_inputs(tokens)
+        return self.net.readout(x)[0], seen
 
     def ln_in_last_layer(self) -> tuple[bool, ...]:
         """For each LayerNorm of `ln_inputs`, whether it belongs to the last block (the paper's
