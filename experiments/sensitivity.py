@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 import numpy as np
-from sensitivity_report import fitted_rows, plot, targets_of, write_tables  # a sibling script
+from sensitivity_report import fitted_rows, plot, slope_ci, spearman, targets_of, write_tables  # a sibling script
 
 HERE = pathlib.Path(__file__).parent
 KEYS = ("loss", "accuracy", "full_accuracy", "as_learned", "as_target", "as_completion", "pert_sharpness")
@@ -100,7 +100,7 @@ def _row(part: str, config: Any, record: Any, wall: float) -> dict[str, Any]:
         row.update({k: fin.get(k) for k in KEYS})
         row["t_fit"] = flow_fit_time(record, config.fit_loss)
         row["t_escape"] = record.event_time("escape")
-        row.update(t_reached=flow.t_reached, evaluations=flow.num_steps, result=flow.result)
+        row.update(t_reached=flow.t_reached, solver_steps=flow.num_steps, result=flow.result)
         row["h_lambda_max"] = None
         if flow.step_stats is not None and "lambda_max" in flow.obs:
             hl = flow.step_stats.h_lambda(flow.ts, flow.obs["lambda_max"])
@@ -157,32 +157,6 @@ def run_all(args: argparse.Namespace, out: pathlib.Path) -> list[dict[str, Any]]
     return rows
 
 
-def slope_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of y on x and the half-width of its 95% interval (normal quantile); nan if < 3 points."""
-    if x.size < 3 or np.unique(x).size < 2:
-        return float("nan"), float("nan")
-    X = np.stack([np.ones_like(x), x], 1)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    s2 = float(np.sum((y - X @ coef) ** 2) / (x.size - 2))
-    return float(coef[1]), 1.96 * math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho (ranks with ties averaged); nan for fewer than 3 points."""
-    if x.size < 3:
-        return float("nan")
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(v.size)
-        r[order] = np.arange(v.size, dtype=float)
-        for u in np.unique(v):
-            r[v == u] = r[v == u].mean()
-        return r
-
-    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
-
-
 def _v(name: str, claim: str, figures: dict[str, Any], criterion: str, passed: bool | None) -> dict[str, Any]:
     from flowsim import verdict
 
@@ -203,7 +177,8 @@ def verdicts(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[
         good = np.isfinite(lam) & (lam > 0)
         fig1[f"{t}_lambda_max_slope"] = slope_ci(n[good], np.log(lam[good]))[0]
     p, f, fci = fig1["parity_slope"], fig1["first_slope"], fig1["first_ci95"]
-    v1 = bool(p > 3 * abs(f) and abs(f) <= fci) if np.isfinite([p, f, fci]).all() else False
+    # Not judged (None) without >= 3 fitted runs over >= 2 values of n per target.
+    v1 = bool(p > 3 * abs(f) and abs(f) <= fci) if np.isfinite([p, f, fci]).all() else None
     out = [
         _v(
             "V1.sharpness_slope",
@@ -220,7 +195,7 @@ def verdicts(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[
             np.array([r["n"] for r in fit], float), np.array([r["tradeoff"] for r in fit], float)
         )
     ok2 = np.isfinite([fig2["parity_spearman"], fig2["first_spearman"]]).all()
-    v2 = bool(ok2 and fig2["parity_spearman"] > 0.8 and fig2["first_spearman"] <= 0.8)
+    v2 = bool(fig2["parity_spearman"] > 0.8 and fig2["first_spearman"] <= 0.8) if ok2 else None
     out.append(
         _v(
             "V2.norm_blowup_tradeoff",
@@ -258,7 +233,7 @@ def _flow_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     flatter = [a["pert_sharpness"] < f["pert_sharpness"] for f, a in pairs]
     figs: dict[str, Any] = {"pairs_jointly_fitted": len(pairs), "adam_flatter": int(sum(flatter))}
     for (t, n, s), r in sorted(flow.items()):
-        figs[f"flow_{t}_n{n}_s{s}"] = {k: r.get(k) for k in ("fitted", "t_fit", "t_escape", "evaluations", "loss")}
+        figs[f"flow_{t}_n{n}_s{s}"] = {k: r.get(k) for k in ("fitted", "t_fit", "t_escape", "solver_steps", "loss")}
         figs[f"flow_{t}_n{n}_s{s}"]["lambda_max"] = r.get("lambda_max")
     crit = "Adam's final perturbation sharpness < the flow's in more than half of the jointly fitted pairs"
     claim = "gradient flow vs Adam from the same init: does the flow fit, and is Adam's minimum flatter"

@@ -5,10 +5,37 @@ plateau-escape table."""
 from __future__ import annotations
 
 import csv
+import math
 import pathlib
 from typing import Any
 
 import numpy as np
+
+
+def slope_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """OLS slope of y on x and the half-width of its 95% interval (normal quantile); nan if < 3 points."""
+    if x.size < 3 or np.unique(x).size < 2:
+        return float("nan"), float("nan")
+    X = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    s2 = float(np.sum((y - X @ coef) ** 2) / (x.size - 2))
+    return float(coef[1]), 1.96 * math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho (ranks with ties averaged); nan for fewer than 3 points."""
+    if x.size < 3:
+        return float("nan")
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(v.size)
+        r[order] = np.arange(v.size, dtype=float)
+        for u in np.unique(v):
+            r[v == u] = r[v == u].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
 def targets_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -109,7 +136,7 @@ def escape_table(rows: list[dict[str, Any]], adam_lr: float) -> list[str]:
     """Plateau escape (loss below half the constant predictor's) against n: the flow's time and its
     cost, next to Adam's step, per target; a run that did not escape counts in `seeds`, not in the medians."""
     lines = ["", "## Plateau escape vs n", "", "| target | n | flow: seeds / escaped / fitted | flow t_escape "]
-    lines[-1] += "(median, range) | flow evaluations (median) | flow λmax at end (max) | Adam escape step (median) |"
+    lines[-1] += "(median, range) | flow solver steps (median) | flow λmax at end (max) | Adam escape step (median) |"
     lines.append("|---|---|---|---|---|---|---|")
     for t, n in sorted({(r["target"], r["n"]) for r in rows if r["part"] == "flow"}):
         f = [r for r in rows if (r["part"], r["target"], r["n"]) == ("flow", t, n)]
@@ -123,7 +150,15 @@ def escape_table(rows: list[dict[str, Any]], adam_lr: float) -> list[str]:
         lam = [r["lambda_max"] for r in f if r.get("lambda_max") is not None]
         lines.append(
             f"| {t} | {n} | {len(f)} / {len(esc)} / {sum(bool(r['fitted']) for r in f)} | {rng} "
-            f"| {np.median([r['evaluations'] for r in f]):.0f} | {max(lam) if lam else float('nan'):.3g} "
+            f"| {np.median([r['solver_steps'] for r in f]):.0f} | {max(lam) if lam else float('nan'):.3g} "
             f"| {np.median(a) if a else float('nan'):.0f} |"
+        )
+    for t in sorted({r["target"] for r in rows if r["part"] == "flow"}):
+        esc = [r for r in rows if r["part"] == "flow" and r["target"] == t and r.get("t_escape")]
+        n, te = np.array([r["n"] for r in esc], float), np.array([r["t_escape"] for r in esc], float)
+        slope, ci = slope_ci(n, np.log(te))
+        lines.append(
+            f"\n{t}: log t_escape vs n slope {slope:.3f} ± {ci:.3f} (95%), a factor {math.exp(slope):.2f} per bit"
+            f" ({len(esc)} flows)"
         )
     return lines

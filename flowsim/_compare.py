@@ -129,7 +129,9 @@ def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, fl
 
     Save times where the SGD seeds do not spread (SE below 1e-12 of the mean's scale, e.g. a batch
     of the whole training set, or one seed) are left out; with no spread at any time the distance
-    is None (not measurable), never a ratio to a round-off "standard error"."""
+    is None (not measurable), never a ratio to a round-off "standard error". A model whose run did
+    not reach every save time (a flow stopped early: non-finite values there) is None too, never an
+    infinite distance."""
     ref = curves["sgd"]
     x = np.asarray(ref.obs[key], float)[:, 1:]
     with np.errstate(all="ignore"):
@@ -140,15 +142,20 @@ def distance_to_sgd(curves: dict[str, Curve], key: str = "loss") -> dict[str, fl
         for name, cur in curves.items():
             if name == "sgd":
                 continue
-            ratio = np.abs(cur.mean(key)[1:] - mean) / np.where(spread, se, np.nan)
-            out[name] = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else None
+            model = cur.mean(key)[1:]
+            ratio = np.abs(model - mean) / np.where(spread, se, np.nan)
+            reached = bool(np.all(np.isfinite(model)))
+            out[name] = float(np.nanmax(ratio)) if reached and np.isfinite(ratio).any() else None
     return out
 
 
 def describe_distance(label: str, distance: float | None) -> str:
     """One line of `flowsim compare`'s table."""
     if distance is None:
-        return f"{label:<32} not measurable: the SGD seeds do not spread (batch = training set, or one seed)"
+        return (
+            f"{label:<32} not measurable: the SGD seeds do not spread (batch = training set, or one seed),"
+            " or the run did not reach every save time"
+        )
     return f"{label:<32} max |mean loss - SGD mean| = {distance:8.2f} SGD standard errors"
 
 

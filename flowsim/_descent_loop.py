@@ -113,13 +113,32 @@ def _initial_carry(update: eqx.Module, params: PyTree, seeds: int | None) -> _Ca
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *jnp.shape(x))), carry)
 
 
+def divergence_limit(problem: Problem, factor: Array) -> Array:
+    """The loss beyond which a run has diverged: `factor` times |L(params0)| (infinite when the
+    initial loss is 0, where no multiple of it is a bound: then only a non-finite loss counts)."""
+    loss0 = jnp.abs(problem.loss(problem.params0))
+    factor = factor.astype(loss0.dtype)
+    return jnp.where(loss0 > 0, factor * loss0, jnp.asarray(jnp.inf, loss0.dtype))
+
+
 def _step(
-    problem: Problem, update: Callable[..., tuple[PyTree, PyTree]], params, vel, bad, k, key, batch_size, sampling
+    problem: Problem,
+    update: Callable[..., tuple[PyTree, PyTree]],
+    params,
+    vel,
+    bad,
+    k,
+    key,
+    batch_size,
+    sampling,
+    limit,
 ):
     idx = None if key is None else _sgd_indices(key, k, problem.n, batch_size, sampling)
     loss, grad = problem.loss_and_grad(params, idx)
     params, vel = update(params, vel, grad)
-    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), k, bad)
+    # Diverged: the loss left every reasonable bound (|loss| above `limit`) or is not finite (NaN
+    # fails the comparison too).
+    bad = jnp.where((bad < 0) & ~(jnp.abs(loss) <= limit), k, bad)
     return params, vel, bad
 
 
@@ -131,14 +150,14 @@ def _conditions(stop: tuple[Event, ...], t: Array, params: PyTree, problem: Prob
     return out
 
 
-def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k0, length, key, every=1):
+def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k0, length, key, limit, every=1):
     """Steps k0 + 1 .. k0 + length of one run (fewer if it stops); `prev` the stop conditions at k0,
-    checked after every `every` steps of the segment and at its end."""
+    checked after every `every` steps of the segment and at its end; `limit` the divergence bound."""
     if not stop:
 
         def body(j, c):
             params, state, bad = c
-            return _step(problem, update, params, state, bad, k0 + j, key, batch_size, sampling)
+            return _step(problem, update, params, state, bad, k0 + j, key, batch_size, sampling, limit)
 
         params, state, bad = jax.lax.fori_loop(0, length, body, (carry.params, carry.state, carry.bad))
         return _Carry(params, state, bad, carry.stop, carry.which), prev
@@ -149,12 +168,12 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
 
     def steps_of(j, c):
         if every == 1:  # static: the one-step program
-            return 1, _step(problem, update, c.params, c.state, c.bad, k0 + j, key, batch_size, sampling)
+            return 1, _step(problem, update, c.params, c.state, c.bad, k0 + j, key, batch_size, sampling, limit)
         n = jnp.minimum(every, length - j)
 
         def body(i, pc):
             params, state, bad = pc
-            return _step(problem, update, params, state, bad, k0 + j + i, key, batch_size, sampling)
+            return _step(problem, update, params, state, bad, k0 + j + i, key, batch_size, sampling, limit)
 
         return n, jax.lax.fori_loop(0, n, body, (c.params, c.state, c.bad))
 
@@ -199,19 +218,24 @@ def _run(
     slots=None,
     rows=0,
     every=1,
+    divergence_factor=None,
 ):
     """Shared scan over save segments from `carry0`. `keys is None`: full-batch GD; else SGD vmapped
     over keys. `stop`: stop events (static; () gives the program of a run that never stops), checked
     every `every` steps (static) within each save segment and at its end.
     `slots` (S - 1,): the row of the checkpoint buffer (`rows` rows, static) each save point after
     the first writes its carry to (`rows` or more: none), or None for no checkpoints.
+    `divergence_factor` (traced): a step whose loss exceeds it times |L(params0)| has diverged.
 
     **Returns:** (obs, final carry, obs at the stop step (None without stop events), buffer)."""
     batched = keys is not None
     lr = update.lr
 
+    factor = jnp.asarray(jnp.inf) if divergence_factor is None else jnp.asarray(divergence_factor)
+    limit = divergence_limit(problem, factor)
+
     def advance(carry, prev, k0, length, key):
-        return _advance(problem, update, stop, batch_size, sampling, carry, prev, k0, length, key, every)
+        return _advance(problem, update, stop, batch_size, sampling, carry, prev, k0, length, key, limit, every)
 
     def observe(k, params):
         return observer(k.astype(lr.dtype) * lr, params, problem)

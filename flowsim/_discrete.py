@@ -3,7 +3,9 @@
 Both record the same observer as the flow, at integer steps k on a save grid, i.e. at flow time
 t = k * lr. The scan runs over save segments and a loop does the steps inside each segment
 (`flowsim._descent_loop`), so there is no Python loop over steps and a run compiles once per shape.
-Divergence (a non-finite loss) is tracked in the carry and reported as the first bad step.
+Divergence (a loss that left every reasonable bound: above `divergence_factor` times the initial
+loss, or non-finite) is tracked in the carry and reported as the first diverged step. Arguments are
+checked on the host before anything compiles (`check_descent`).
 
 Stop events end a run early: checked after every step k on (t = k lr, params after step k), the
 first step where one crosses zero in its direction is the run's stop step; the run (each seed on
@@ -26,6 +28,7 @@ from numpy.typing import ArrayLike
 
 from . import _progress
 from ._checkpoint import Checkpoint, describe, mismatch
+from ._descent_checks import DIVERGENCE_FACTOR, check_count, check_descent, check_steps
 from ._descent_loop import (
     SAMPLINGS,
     Stop,
@@ -50,7 +53,9 @@ class DiscreteSolution:
     **Fields:** `steps` (S,) recorded step indices; `ts` = steps * lr; `obs` observables with leading
     axis S (SGD: (seeds, S, ...)), NaN (inexact leaves) at the save points after a run's stop step;
     `params` final parameters, those at the stop step for a stopped run (SGD: leading seed axis);
-    `diverged_step` first step whose loss was non-finite, -1 if none (SGD: one per seed);
+    `diverged_step` first step whose (minibatch) loss left every reasonable bound: above
+    `divergence_factor` times the initial loss |L(params0)|, or non-finite; -1 if none (SGD: one per
+    seed);
     `crossings` event name -> (time, first recorded step at or after it) where the event's condition
     crosses zero in its direction, interpolated between save points (numpy scalars; nan, -1 if it never
     does; SGD: arrays over seeds); `stop_step` the step where a stop event fired, -1 if none (exact:
@@ -77,6 +82,7 @@ class DiscreteSolution:
 
     @property
     def diverged(self) -> bool:
+        """Whether the run diverged (`diverged_step` >= 0; SGD: any seed)."""
         return bool(np.any(self.diverged_step >= 0))
 
     @property
@@ -98,14 +104,6 @@ def _spread(keys: Array) -> Array:
         return keys
     mesh = jax.sharding.Mesh(np.array(devices), ("seed",))
     return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
-
-
-def _check_steps(steps: ArrayLike, first: int = 0) -> np.ndarray:
-    steps = np.asarray(steps, dtype=np.int64)
-    if steps.ndim != 1 or steps.size < 2 or steps[0] != first or np.any(np.diff(steps) <= 0):
-        where = "0" if first == 0 else f"start.step={first}"
-        raise ValueError(f"steps must be a strictly increasing 1-D integer array starting at {where}")
-    return steps
 
 
 @final
@@ -167,7 +165,12 @@ def _finish(
 
 def _sgd_keys(problem: Problem, key: Array, seeds: int, batch_size: int, sampling: str) -> Array:
     """Check the minibatch settings; one key per seed, split from `key` (spread over the devices)."""
-    if not 1 <= batch_size <= problem.n:
+    check_count("seeds", seeds)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or not 1 <= batch_size <= problem.n
+    ):
         raise ValueError(f"batch_size must be in [1, n={problem.n}], got {batch_size}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -223,12 +226,13 @@ def _descend(
     checkpoint_steps: Sequence[int] | np.ndarray = (),
     start: Checkpoint | None = None,
     progress: bool = False,
+    divergence_factor: float = DIVERGENCE_FACTOR,
 ) -> DiscreteSolution:
     """Run `update` (`init(params) -> state`, `(params, state, grad) -> (params, state)`, `lr` the
     time of one step) from `problem.params0` or `start`: full batch when `keys` is None, else one
-    run per key. `kind` names the run in its checkpoints."""
+    run per key. `kind` names the run in its checkpoints. The caller has run `check_descent`."""
     stop = _stop_events(stop)
-    steps = _check_steps(steps, 0 if start is None else start.step)
+    steps = check_steps(steps, 0 if start is None else start.step)
     fresh = _initial_carry(update, problem.params0, None if keys is None else keys.shape[0])
     carry0 = fresh if start is None else _resume(start, fresh, kind, stop.events)
     slots, rows, at_start = _slots(steps, checkpoint_steps)
@@ -236,7 +240,8 @@ def _descend(
     label = "GD" if keys is None else f"SGD x{keys.shape[0]}"
     with _progress.progress_bar(int(steps[-1] - steps[0]), label, progress) as bar:
         args = (jnp.asarray(steps), keys, batch_size, _bar_arg(bar), sampling, stop.events, slots, len(rows))
-        out = _run(problem, _observer(observer, events), update, carry0, *args, every=stop.every)
+        factor = jnp.asarray(float(divergence_factor))
+        out = _run(problem, _observer(observer, events), update, carry0, *args, stop.every, factor)
     return _finish(steps, lr, out, events, stop.events, saved, kind)
 
 
@@ -253,6 +258,7 @@ def gradient_descent(
     checkpoint_steps: Sequence[int] | np.ndarray = (),
     start: Checkpoint | None = None,
     progress: bool = False,
+    divergence_factor: float = DIVERGENCE_FACTOR,
 ) -> DiscreteSolution:
     """Full-batch GD theta <- theta - lr grad L(theta) from `problem.params0`, recorded at `steps`.
 
@@ -266,8 +272,13 @@ def gradient_descent(
     recorded steps whose parameters and update state are returned as `checkpoints`; `start`: a
     `Checkpoint` of a GD run to resume from (then `steps` are absolute step indices starting at
     `start.step`, and the run continues as the run in one piece would);
-    `progress` shows a tqdm bar.
+    `progress` shows a tqdm bar; `divergence_factor`: a loss above this many times the initial
+    loss (or a non-finite one) marks the run diverged (`diverged_step`; inf: only non-finite).
+
+    Checked before compiling (`ValueError`): lr a finite number > 0, momentum in [0, 1), weight decay
+    >= 0, divergence_factor > 1, integer step indices, finite initial parameters.
     """
+    check_descent(problem, lr=lr, momentum=momentum, weight_decay=weight_decay, divergence_factor=divergence_factor)
     update = _update(lr, momentum, weight_decay)
     return _descend(
         problem,
@@ -281,6 +292,7 @@ def gradient_descent(
         checkpoint_steps=checkpoint_steps,
         start=start,
         progress=progress,
+        divergence_factor=divergence_factor,
     )
 
 
@@ -301,19 +313,23 @@ def sgd(
     checkpoint_steps: Sequence[int] | np.ndarray = (),
     start: Checkpoint | None = None,
     progress: bool = False,
+    divergence_factor: float = DIVERGENCE_FACTOR,
 ) -> DiscreteSolution:
     """Minibatch SGD (batches drawn without replacement within each epoch), one run per seed, vmapped.
 
     **Arguments:** as [`gradient_descent`][] (including `momentum`, `weight_decay`, `stop`,
-    `checkpoint_steps`, `start`), plus `batch_size`, `sampling` ("shuffle": each epoch uses
-    n // batch_size batches of a fresh shuffle; "iid": an independent batch of distinct samples at
-    every step), `seeds` (count) and `key` (the PRNG key of the minibatches, required: each seed's
-    stream is split from it). The minibatch of step k depends on the seed's key and k only, so a run
-    resumed from a checkpoint with the same `key` and `seeds` draws the batches the run in one piece
-    draws. Each seed stops on its own.
+    `checkpoint_steps`, `start`, `divergence_factor`, and the same checks), plus `batch_size`,
+    `sampling` ("shuffle": each epoch uses n // batch_size batches of a fresh shuffle; "iid": an
+    independent batch of distinct samples at every step), `seeds` (count) and `key` (the PRNG key of
+    the minibatches, required: each seed's stream is split from it). The minibatch of step k depends
+    on the seed's key and k only, so a run resumed from a checkpoint with the same `key` and `seeds`
+    draws the batches the run in one piece draws. Each seed stops on its own.
 
     **Returns:** a `DiscreteSolution` whose arrays have a leading seed axis.
     """
+    check_descent(
+        problem, lr=lr, momentum=momentum, weight_decay=weight_decay, divergence_factor=divergence_factor, seeds=seeds
+    )
     keys = _sgd_keys(problem, key, seeds, batch_size, sampling)
     update = _update(lr, momentum, weight_decay)
     return _descend(
@@ -331,4 +347,5 @@ def sgd(
         checkpoint_steps=checkpoint_steps,
         start=start,
         progress=progress,
+        divergence_factor=divergence_factor,
     )

@@ -46,6 +46,24 @@ def enable_precision(precision: str) -> Any:
     return jnp.float32
 
 
+def draw_in_float64(draw: Callable[[], Any], dtype: Any) -> Any:
+    """Call `draw` (drawing random initial parameters or data in float64) with 64-bit types on, then
+    cast its floating leaves to `dtype` (integer leaves to the process's default width): a float32
+    run starts from the float64 run's draw of the same seed, rounded, whether or not the process
+    has 64-bit types enabled (random draws of another width are different numbers)."""
+    with jax.enable_x64(True):
+        tree = draw()
+
+    def cast(x: Any) -> Any:
+        if eqx.is_inexact_array(x):
+            return jnp.asarray(x, dtype)
+        if eqx.is_array(x):
+            return jnp.asarray(x, jax.dtypes.canonicalize_dtype(x.dtype))
+        return x
+
+    return jax.tree.map(cast, tree)
+
+
 def setup(config: Config, model: Any = None, data: Any = None) -> Setup:
     """Draw (or take) the initial model and training set of `config`'s system and wrap them in a
     `Setup`. Every random stream comes from `RunKeys.from_seed(config.seed)`; pass `model`/`data`
@@ -219,7 +237,8 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
             for name, hit in flow.events.items()
         }
     out.update(system.summary_extras(record) if flow is not None else {})
-    out["verdicts"] = [v.to_dict() for v in system.verdicts(record)] if flow is not None else []
+    # record.verdicts: a claim over data the runs did not produce is "not measured" (judge_reached)
+    out["verdicts"] = [v.to_dict() for v in record.verdicts.values()] if flow is not None else []
     if flow is not None:
         out["flow"] = _flow_summary(flow)
     if gd is not None:

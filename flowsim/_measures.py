@@ -28,8 +28,18 @@ GENERIC: tuple[Measure, ...] = (
         lambda r: r.flow.num_steps if r.flow else None,
         "adaptive steps of the flow solve",
     ),
-    Measure("gd_diverged", frozenset({"gd"}), _diverged("gd"), "GD reached a non-finite loss"),
-    Measure("sgd_diverged", frozenset({"sgd"}), _diverged("sgd"), "some SGD seed reached a non-finite loss"),
+    Measure(
+        "gd_diverged",
+        frozenset({"gd"}),
+        _diverged("gd"),
+        "GD diverged (loss above divergence_factor x the initial loss, or non-finite)",
+    ),
+    Measure(
+        "sgd_diverged",
+        frozenset({"sgd"}),
+        _diverged("sgd"),
+        "some SGD seed diverged (loss above divergence_factor x the initial, or non-finite)",
+    ),
 )
 
 

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from ._checkpoint import Checkpoint
 from ._descent_loop import Stop
-from ._discrete import DiscreteSolution, _descend, _sgd_keys
+from ._discrete import DIVERGENCE_FACTOR, DiscreteSolution, _descend, _sgd_keys, check_descent
 from ._events import Event
 from ._integrate import Observer
 from ._problem import Problem
@@ -65,12 +65,14 @@ def optax_descent(
     checkpoint_steps: Sequence[int] | np.ndarray = (),
     start: Checkpoint | None = None,
     progress: bool = False,
+    divergence_factor: float = DIVERGENCE_FACTOR,
 ) -> DiscreteSolution:
     """Run `optimizer` from `problem.params0`, recorded at `steps` (flow time t = steps * lr_time).
 
     **Arguments:** `optimizer` any `optax.GradientTransformation` (e.g. `optax.adam(lr)`); `lr_time`
     the flow time one step stands for (usually the optimizer's learning rate); `steps`, `observer`,
-    `events`, `stop`, `checkpoint_steps`, `start`, `progress` as [`gradient_descent`][] (the
+    `events`, `stop`, `checkpoint_steps`, `start`, `progress`, `divergence_factor` as
+    [`gradient_descent`][] (with the same checks, `lr_time` a finite number > 0; the
     checkpoints hold the optax state; `start` must be an "optax" checkpoint of the same optimizer).
     With `key` None the gradient is full batch; with a `key`, minibatches of `batch_size` (default:
     the whole dataset, reshuffled) drawn as [`sgd`][] draws them (`sampling`), one run per seed
@@ -78,6 +80,9 @@ def optax_descent(
 
     **Returns:** a `DiscreteSolution` (with a leading seed axis when `key` is given).
     """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    check_descent(problem, lr=lr_time, divergence_factor=divergence_factor, seeds=seeds, lr_name="lr_time")
     update = _OptaxUpdate(optimizer, jax.numpy.asarray(lr_time))
     keys = None
     if key is None and batch_size is not None:
@@ -100,4 +105,5 @@ def optax_descent(
         checkpoint_steps=checkpoint_steps,
         start=start,
         progress=progress,
+        divergence_factor=divergence_factor,
     )

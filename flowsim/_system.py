@@ -80,10 +80,13 @@ class RunRecord:
     @functools.cached_property
     def verdicts(self) -> dict[str, Verdict]:
         """The run's system's verdicts by name, evaluated once per record (every verdict and
-        verdict-figure measure of a sweep point reads them from here)."""
+        verdict-figure measure of a sweep point, and `summary.json`, read them from here); a verdict
+        that needs data its runs did not produce is "not measured" (`flowsim._verdicts.judge_reached`)."""
         from ._registry import get_system
+        from ._verdicts import judge_reached
 
-        return {v.name: v for v in get_system(self.config.system).verdicts(self)}
+        system = get_system(self.config.system)
+        return {v.name: v for v in judge_reached(system.verdicts(self), system.verdict_needs, self)}
 
     def obs(self, piece: str) -> dict[str, np.ndarray] | None:
         """`{"t": times, **observables}` of one piece, or None when it did not run."""

@@ -86,3 +86,12 @@ def test_compare_distance_and_cli(small_config, small_setup, tmp_path, capsys):
         main(["compare", "cooccurrence", *flags, *same, "--dynamics", "gf", "--keys", "nope", "--out", str(out) + "2"])
     assert e.value.code == 2
     assert "invalid keys=['nope']: not observables" in capsys.readouterr().err
+
+
+def test_distance_is_none_for_a_run_that_did_not_reach_every_save_time():
+    t = np.arange(4.0)
+    sgd = Curve("sgd", t, {"loss": np.array([[1.0, 0.9, 0.8, 0.7], [1.0, 0.8, 0.7, 0.6]])}, ensemble=True)
+    full = Curve("gf", t, {"loss": np.array([1.0, 0.85, 0.75, 0.65])})
+    early = Curve("stopped", t, {"loss": np.array([1.0, 0.85, np.inf, np.inf])})
+    dist = distance_to_sgd({"sgd": sgd, "gf": full, "stopped": early})
+    assert dist["gf"] == pytest.approx(0.0) and dist["stopped"] is None

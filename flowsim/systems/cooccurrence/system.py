@@ -14,6 +14,7 @@ from jaxtyping import Array, PyTree
 
 from ..._config import Config
 from ..._events import Event
+from ..._experiment import draw_in_float64
 from ..._losses import logistic_loss
 from ..._problem import Problem, make_problem
 from ..._results import RunData
@@ -21,7 +22,7 @@ from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, 
 from ..._verdicts import Verdict
 from .config import CooccurrenceConfig
 from .data import CooccurrenceData, make_dataset, sample_population
-from .model import init_transformer
+from .model import CooccurrenceTransformer, init_transformer
 from .observables import CooccurrenceObserver
 from .verdicts import VERDICT_NEEDS, evaluate
 
@@ -41,6 +42,20 @@ def _population_loss(problem: Problem, params: PyTree, key: Array, num: int, L: 
     fresh = sample_population(key, num, L, d)
     out = jax.vmap(problem.model(params))(fresh.tokens)
     return jnp.mean(jax.vmap(logistic_loss)(out, fresh.y.astype(out.dtype)))  # the per-sample loss, per sample
+
+
+def draw_data(task: CooccurrenceConfig, keys: RunKeys) -> CooccurrenceData:
+    """The training set of `task` from `keys.data` (its numpy seed drawn with 64-bit types on, so a
+    float32 run in a process without them draws the float64 run's training set)."""
+    seed = int(draw_in_float64(lambda: jax.random.randint(keys.data, (), 0, 2**31 - 1), jnp.float64))
+    return make_dataset(task.n, task.L, task.d, seed, task.distinct_tokens)
+
+
+def draw_model(task: CooccurrenceConfig, keys: RunKeys, dtype: Any) -> CooccurrenceTransformer:
+    """The initial model of `task` from `keys.init`, drawn in float64 and cast to `dtype` (a float32
+    run starts from the float64 run's model, rounded)."""
+    init = lambda: init_transformer(keys.init, task.d, task.m, task.m1, init=task.init, scale=task.init_scale, L=task.L)
+    return draw_in_float64(init, dtype)
 
 
 def _fig(verdict: str, figure: str):
@@ -194,12 +209,9 @@ class CooccurrenceSystem(AbstractSystem):
         task: CooccurrenceConfig = config.task
         dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         if data is None:
-            seed = int(jax.random.randint(keys.data, (), 0, 2**31 - 1))
-            data = make_dataset(task.n, task.L, task.d, seed, task.distinct_tokens)
+            data = draw_data(task, keys)
         if model is None:
-            model = init_transformer(
-                keys.init, task.d, task.m, task.m1, init=task.init, scale=task.init_scale, L=task.L, dtype=dtype
-            )
+            model = draw_model(task, keys, dtype)
         model = jax.tree.map(lambda x: jnp.asarray(x, dtype), model)
         data = CooccurrenceData(data.tokens, jnp.asarray(data.y, dtype), data.kind)
         problem = make_problem(model, data.tokens, data.y, logistic_loss, model.trainable(task.train_a))

@@ -69,10 +69,18 @@ def _scale_weights(model: Any, scale: float) -> Any:
     return jax.tree.map(f, model, is_leaf=lambda x: isinstance(x, LayerNorm))
 
 
-@functools.partial(jax.jit, static_argnames=("task", "dtype"))
 def init_model(key: Array, task: SensitivityConfig, dtype: Any = jnp.float64) -> SensitivityTransformer:
     """Draw the initial model of `task` from `key` (inits as each `flowsim.nn` part states: embeddings
-    N(0, 1), linear maps N(0, 1/fan_in), LayerNorm gain 1 and bias 0), weights times `init_scale`."""
+    N(0, 1), linear maps N(0, 1/fan_in), LayerNorm gain 1 and bias 0), weights times `init_scale`.
+    Drawn in float64 and cast to `dtype`: a float32 run starts from the float64 run's model, rounded."""
+    from ..._experiment import draw_in_float64
+
+    return draw_in_float64(lambda: _draw_model(key, task), dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("task",))
+def _draw_model(key: Array, task: SensitivityConfig) -> SensitivityTransformer:
+    """The float64 draw of `init_model` (run with 64-bit types on)."""
     net = make_transformer(
         key,
         vocab=2,
@@ -85,7 +93,7 @@ def init_model(key: Array, task: SensitivityConfig, dtype: Any = jnp.float64) ->
         positional="learned",
         readout="last",
         final_norm=False,
-        dtype=dtype,
+        dtype=jnp.float64,
         mlp_hidden=task.mlp_hidden,
         activation=task.activation,
         norm="post",
