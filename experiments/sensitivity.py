@@ -259,7 +259,7 @@ def main() -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="> 0: AdamW with this decoupled decay")
     p.add_argument("--precision", default="float32", help="of the Adam and completion parts")
     p.add_argument("--fit-loss", type=float, default=1e-3)
-    p.add_argument("--flow-ns", default="3,4,5,6", type=_ints)
+    p.add_argument("--flow-ns", default="3,4,5,6,7,8", type=_ints)
     p.add_argument("--flow-seeds", type=int, default=3)
     p.add_argument("--flow-rtol", type=float, default=1e-4, help="relative tolerance of the flow solve")
     p.add_argument("--flow-T", type=float, default=400.0, help="flow time horizon")

@@ -72,5 +72,6 @@ def test_failed_points_are_in_the_table(sweep):
     assert sum(r["status"] == "failed" for r in rows) == sum(r["status"] == "failed" for r in recs)
     failed = [r for r in rows if r["status"] == "failed"]
     assert [(r["lr"], r["init_scale"], r["seed"]) for r in failed] == [(0.05, 100.0, 0), (0.1, 100.0, 0)]
-    assert all("max_steps_reached" in r["reason"] and r["T1"] is None and r["phase1.end"] is False for r in failed)
+    # a failed flow did not reach T: its verdicts are "not measured" (None), never FAIL
+    assert all("max_steps_reached" in r["reason"] and r["T1"] is None and r["phase1.end"] is None for r in failed)
     assert all(r["reason"] is None and r["T1"] > 0 for r in rows if r["status"] == "ok")
