@@ -205,6 +205,18 @@ class CooccurrenceSystem(AbstractSystem):
     def train_size(self, task: CooccurrenceConfig) -> int:
         return task.n
 
+    def memory_bytes(self, config: Config) -> float:
+        """A generous estimate of the bytes a run holds at once (checked by the CLI before any work):
+        one-hot training and test sets, the forward and backward activations of the full batch, the
+        flow's solver stages (about 12 copies of the parameters) and the SGD seeds' parameters and
+        velocities."""
+        t: CooccurrenceConfig = config.task
+        params = 3 * t.m * t.d + t.m1 * t.m + t.m1
+        data = (t.n + t.n_test) * t.L * t.d
+        activations = 4 * t.n * t.L * (3 * t.m + t.L + t.m1)
+        itemsize = 8 if config.precision == "float64" else 4
+        return float(itemsize * (data + activations + params * (12 + 3 * config.sgd_seeds)))
+
     def setup(self, config: Config, keys: RunKeys, model: Any = None, data: Any = None) -> Setup:
         task: CooccurrenceConfig = config.task
         dtype = jnp.float64 if config.precision == "float64" else jnp.float32
