@@ -9,11 +9,9 @@ fits and how far the flow's attention ends from the discrete trainer's.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..._discrete import DiscreteSolution
+from ..._final_state import final_flow_obs as final_flow, final_seed_obs as final_seeds
 from ..._system import RunRecord
 from ..._verdicts import Verdict, verdict as _v
 
@@ -25,38 +23,6 @@ VERDICT_NEEDS: dict[str, frozenset[str]] = {
 }
 """Every verdict name with the runs it is computed from."""
 SCALARS = ("loss", "acc_train", "acc_test", "acc_test_argmax", "acc_long", "stack", "balance")
-
-
-def _final_index(loss: np.ndarray, stop: int | None = None) -> int | None:
-    ok = np.flatnonzero(np.isfinite(loss))
-    return None if not ok.size else int(ok[-1])
-
-
-def final_flow(run: RunRecord) -> dict[str, Any] | None:
-    """The flow's observables at its last finite save point (or its terminal stop), None without a flow."""
-    flow = run.flow
-    if flow is None:
-        return None
-    hit = flow.events.get("target_loss")
-    if hit is not None and hit.fired and hit.obs is not None:
-        return {k: np.asarray(v) for k, v in hit.obs.items()}
-    i = _final_index(np.asarray(flow.obs["loss"]))
-    return None if i is None else {k: np.asarray(v)[i] for k, v in flow.obs.items()}
-
-
-def final_seeds(sol: DiscreteSolution) -> dict[str, np.ndarray]:
-    """Each seed's observables at its final state, arrays with a leading seed axis."""
-    loss = np.asarray(sol.obs["loss"])
-    stop = np.atleast_1d(np.asarray(sol.stop_step))
-    out: dict[str, list[Any]] = {k: [] for k in sol.obs}
-    for s in range(loss.shape[0]):
-        i = _final_index(loss[s])
-        for k, v in sol.obs.items():
-            if stop[s] >= 0 and k in sol.stop_obs:
-                out[k].append(np.asarray(sol.stop_obs[k])[s])
-            else:
-                out[k].append(np.full(np.shape(v)[2:], np.nan) if i is None else np.asarray(v)[s, i])
-    return {k: np.stack(v) for k, v in out.items()}
 
 
 def tv(a: np.ndarray, b: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..._discrete import DiscreteSolution
+from ..._final_state import final_flow_scalars as final_flow, final_seed_scalars as final_seeds
 from ..._system import RunRecord
 from ..._verdicts import Verdict, rel_gap, verdict as _v
 
@@ -43,46 +44,6 @@ def is_fitted(loss: float | None, fit_loss: float) -> bool:
 def fitted_mask(loss: np.ndarray, fit_loss: float) -> np.ndarray:
     """`is_fitted` elementwise."""
     return np.asarray(loss, float) <= fit_loss * (1 + FIT_RTOL)
-
-
-def _last_finite_index(loss: np.ndarray) -> int | None:
-    ok = np.flatnonzero(np.isfinite(loss))
-    return int(ok[-1]) if ok.size else None
-
-
-def final_flow(run: RunRecord) -> dict[str, float] | None:
-    """The flow's scalar observables at its final state (None without a flow or a finite point)."""
-    flow = run.flow
-    if flow is None:
-        return None
-    hit = flow.events.get("target_loss")
-    if hit is not None and hit.fired and hit.obs is not None:
-        return {k: float(v) for k, v in hit.obs.items() if np.ndim(v) == 0}
-    i = _last_finite_index(np.asarray(flow.obs["loss"]))
-    if i is None:
-        return None
-    return {k: float(v[i]) for k, v in flow.obs.items() if np.ndim(v) == 1}
-
-
-def final_seeds(sol: DiscreteSolution) -> dict[str, np.ndarray]:
-    """Each seed's scalar observables at its final state, (seeds,) arrays (nan for a seed with no
-    finite save point)."""
-    loss = np.asarray(sol.obs["loss"])
-    stop = np.atleast_1d(sol.stop_step)
-    out: dict[str, np.ndarray] = {}
-    for k, v in sol.obs.items():
-        v = np.asarray(v)
-        if v.ndim != 2:
-            continue
-        col = np.full(v.shape[0], np.nan)
-        for s in range(v.shape[0]):
-            if stop[s] >= 0 and k in sol.stop_obs:
-                col[s] = float(np.asarray(sol.stop_obs[k])[s])
-            else:
-                i = _last_finite_index(loss[s])
-                col[s] = np.nan if i is None else v[s, i]
-        out[k] = col
-    return out
 
 
 def seed_fit_steps(sol: DiscreteSolution, fit_loss: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._discrete import DiscreteSolution
+from ..._final_state import final_flow_scalars as final_flow, final_seed_scalars as final_seeds
 from ..._system import RunRecord
 from ..._verdicts import Verdict, rel_gap, verdict as _v
 
@@ -42,43 +42,6 @@ GD_LOSS_GAP = 0.05  # max pointwise relative gap of GD's loss to the flow's
 FIT_RTOL = 1e-6  # a flow stopped by its target-loss event sits at the target to root-finding accuracy
 SUMMARY_KEYS = ("acc", "acc_2", "acc_1", "failures", "correct", "fail_eig_ok", "fail_norm_ok", "viol_eig", "viol_norm")
 SUMMARY_KEYS += ("viol_orth", "auroc_kappa", "auroc_gap", "kappa_correct_p98", "kappa_failed_p2")
-
-
-def _last_finite_index(loss: np.ndarray) -> int | None:
-    ok = np.flatnonzero(np.isfinite(loss))
-    return int(ok[-1]) if ok.size else None
-
-
-def final_flow(run: RunRecord) -> dict[str, float] | None:
-    """The flow's scalar observables at its final state (None without a flow or a finite point)."""
-    flow = run.flow
-    if flow is None:
-        return None
-    hit = flow.events.get("target_loss")
-    if hit is not None and hit.fired and hit.obs is not None:
-        return {k: float(v) for k, v in hit.obs.items() if np.ndim(v) == 0}
-    i = _last_finite_index(np.asarray(flow.obs["loss"]))
-    return None if i is None else {k: float(v[i]) for k, v in flow.obs.items() if np.ndim(v) == 1}
-
-
-def final_seeds(sol: DiscreteSolution) -> dict[str, np.ndarray]:
-    """Each seed's scalar observables at its final state, (seeds,) arrays (nan without a finite point)."""
-    loss = np.asarray(sol.obs["loss"])
-    stop = np.atleast_1d(sol.stop_step)
-    out: dict[str, np.ndarray] = {}
-    for k, v in sol.obs.items():
-        v = np.asarray(v)
-        if v.ndim != 2:
-            continue
-        col = np.full(v.shape[0], np.nan)
-        for s in range(v.shape[0]):
-            if stop[s] >= 0 and k in sol.stop_obs:
-                col[s] = float(np.asarray(sol.stop_obs[k])[s])
-            else:
-                i = _last_finite_index(loss[s])
-                col[s] = np.nan if i is None else v[s, i]
-        out[k] = col
-    return out
 
 
 def final_minibatch(run: RunRecord) -> dict[str, float] | None:
