@@ -20,6 +20,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from ._cacheable import host_callback_free
 from ._checkpoint import Checkpoint
 from ._dynamics import AbstractDynamics
 from ._events import Event
@@ -230,24 +231,25 @@ def integrate(
     bounds = [i for i in _segment_ends(ts, checkpoint_times) if start is None or float(ts[i]) > start.time]
 
     def piece(t0, t1, y, save_ts, active):
-        return _piece(
-            dynamics,
-            problem,
-            observer,
-            events,
-            solver,
-            t0,
-            t1,
-            y,
-            save_ts,
-            active,
-            rtol_,
-            atol_,
-            dt0,
-            max_steps,
-            progress,
-            True,
-        )
+        with host_callback_free():  # a cacheable program (see flowsim._cacheable)
+            return _piece(
+                dynamics,
+                problem,
+                observer,
+                events,
+                solver,
+                t0,
+                t1,
+                y,
+                save_ts,
+                active,
+                rtol_,
+                atol_,
+                dt0,
+                max_steps,
+                progress,
+                True,
+            )
 
     run = FlowPieces(piece, dynamics, problem, observer, events, ts, y0, active)
     if start is not None:

@@ -158,3 +158,21 @@ def test_stop_condition_must_be_scalar_and_an_event(problem):
         gradient_descent(problem, LR, np.array([0, 2]), _observe, stop=vec)
     with pytest.raises(TypeError, match="stop"):
         gradient_descent(problem, LR, np.array([0, 2]), _observe, stop=["low"])  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("stop", [(), (NEVER,), Stop(NEVER, every=3)])
+def test_sgd_batches_follow_sgd_indices_across_segments(problem, stop):
+    """The loop carries each epoch's shuffle instead of redrawing it at every step: the run must still
+    take `_sgd_indices(key, k)` at every step k, also where save segments start inside an epoch, in
+    the stop-checking loops too. Against a numpy SGD loop over those indices (n = 8, batch 3: two
+    batches per epoch, two samples left out)."""
+    from flowsim._discrete import _sgd_indices
+
+    steps = np.array([0, 3, 10, 17])
+    sol = sgd(problem, LR, steps, _observe, key=KEY, seeds=2, batch_size=3, stop=stop)
+    for i, key in enumerate(jax.random.split(KEY, 2)):
+        w = np.zeros(3)
+        for k in range(int(steps[-1])):
+            idx = np.asarray(_sgd_indices(key, jnp.asarray(k), len(Y), 3))
+            w = w - LR * X[idx].T @ (X[idx] @ w - Y[idx]) / 3
+        np.testing.assert_allclose(sol.params.w[i], w, rtol=1e-12, atol=1e-14)
