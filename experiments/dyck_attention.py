@@ -290,11 +290,12 @@ def figures(out: pathlib.Path, by: dict[str, list[dict[str, Any]]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowsim.systems.dyck_attention.figures import plot_heatmaps
+    from flowsim._figure_style import save_figure
+    from flowsim.systems.dyck_attention.figures import attention_heatmaps
 
     def heat(rows: list[dict[str, Any]], titles: list[str], name: str) -> None:
         if rows:
-            plot_heatmaps([np.asarray(r["probe_attn"]) for r in rows], titles, LABELS, out / name)
+            save_figure(attention_heatmaps([np.asarray(r["probe_attn"]) for r in rows], titles, LABELS), out / name)
 
     one = by["one_layer"]
     heat(one[:4], [f"seed {r['seed']}" for r in one[:4]], "heatmaps_1layer.png")

@@ -261,42 +261,46 @@ def plot(
     out: pathlib.Path, adam: list[dict[str, Any]], ood: dict[str, Any], flow: dict[str, Any] | None, tol: float
 ) -> list[pathlib.Path]:
     """error_histograms.png and kappa.png (Adam part), ood_heatmap.png (OOD part), flow.png (flow part)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from flowsim._figure_style import save_figure
     from flowsim.systems.spectra.figures import plot_error_histograms, plot_kappa, plot_ood_heatmap
 
     paths = []
     if adam:
         keys = (*ERRORS, "kappa", "gap", "correct_err")
         e = {k: np.concatenate([np.load(out / f"adam_errors_seed{r['seed']}.npz")[k] for r in adam]) for k in keys}
-        paths += [plot_error_histograms(e, tol, out / "error_histograms.png"), plot_kappa(e, tol, out / "kappa.png")]
+        paths += [
+            save_figure(plot_error_histograms(e, tol), out / "error_histograms.png"),
+            save_figure(plot_kappa(e, tol), out / "kappa.png"),
+        ]
     if ood["table"]:
-        paths.append(plot_ood_heatmap(ood["table"], tol, out / "ood_heatmap.png"))
+        paths.append(save_figure(plot_ood_heatmap(ood["table"], tol), out / "ood_heatmap.png"))
     if flow is not None:
-        paths.append(_plot_flow(out, flow, plt))
+        paths.append(save_figure(_plot_flow(flow), out / "flow.png"))
     return paths
 
 
-def _plot_flow(out: pathlib.Path, flow: dict[str, Any], plt: Any) -> pathlib.Path:
+def _plot_flow(flow: dict[str, Any]) -> Any:
+    from flowsim._figure_style import new_figure
+    from flowsim._plots import time_axis
+
     c = flow["flow"]["curve"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    fig, grid = new_figure(1, 3, figsize=(16, 4.4))
     t = np.array(c["t"])
-    for ax, k in zip(axes, ("loss", "acc", "lambda_max")):
-        ax.plot(t, np.array(c[k], float), label="gradient flow")
+    labels = {
+        "loss": "MSE",
+        "acc": "held-out accuracy at the tolerance",
+        "lambda_max": r"top Hessian eigenvalue $\lambda_{\max}$",
+    }
+    for ax, (k, label) in zip(grid[0], labels.items()):
+        ax.plot(t, np.array(c[k], float), label="gradient flow (training)" if k == "loss" else "gradient flow")
         if k == "loss":
             ax.plot(t, np.array(c["test_loss"], float), ls="--", label="gradient flow (held-out)")
             g = flow["flow"].get("gd_curve_labelled_GD")
             if g:
                 ax.plot(g["t"], g["loss"], ls=":", label="GD (cross-check)")
-        ax.set(xscale="log", yscale="log" if k != "acc" else "linear", xlabel="flow time t", title=k)
+        time_axis(ax, [], ylabel=label, log_y=k != "acc")
         ax.legend(fontsize="small")
-    path = out / "flow.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_tables(

@@ -61,6 +61,7 @@ from ._experiment import (
     target_events as target_events,
 )
 from ._fields import ConfigError as ConfigError, check_fields as check_fields, field as field
+from ._figure_style import output_format as output_format, save_figure as save_figure
 from ._grid import save_steps as save_steps
 from ._hessian import (
     HessianEigs as HessianEigs,
@@ -79,8 +80,15 @@ from ._losses import (
 )
 from ._measures import measures_of as measures_of
 from ._optax import optax_descent as optax_descent
-from ._phase_diagram import load_sweep as load_sweep, plot_phase_diagram as plot_phase_diagram
+from ._phase_diagram import (
+    load_sweep as load_sweep,
+    phase_diagram_figure as phase_diagram_figure,
+    plot_phase_diagram as plot_phase_diagram,
+)
 from ._plots import (
+    comparison_figure as comparison_figure,
+    distance_vs_lr_figure as distance_vs_lr_figure,
+    overlay_figure as overlay_figure,
     plot_comparison as plot_comparison,
     plot_distance_vs_lr as plot_distance_vs_lr,
     plot_overlay as plot_overlay,
@@ -111,6 +119,7 @@ from ._system import (
     RunRecord as RunRecord,
     Setup as Setup,
 )
+from ._tables import SweepRows as SweepRows
 from ._trajectory import Trajectory as Trajectory, solve_discrete as solve_discrete, solve_flow as solve_flow
 from ._verdicts import (
     Verdict as Verdict,

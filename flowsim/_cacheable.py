@@ -39,7 +39,7 @@ def host_callback_free() -> Iterator[None]:
         if _depth == 0:
             _saved = getattr(errors, "EQX_ON_ERROR", None)
             if _saved == "raise":
-                errors.EQX_ON_ERROR = "nan"
+                setattr(errors, "EQX_ON_ERROR", "nan")  # noqa: B010  (a module global of equinox)
         _depth += 1
     try:
         yield
@@ -47,4 +47,4 @@ def host_callback_free() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0 and _saved == "raise":
-                errors.EQX_ON_ERROR = _saved
+                setattr(errors, "EQX_ON_ERROR", _saved)  # noqa: B010

@@ -32,6 +32,8 @@ import jax
 import numpy as np
 from jaxtyping import PyTree
 
+from ._results import make_shareable
+
 KINDS = ("gd", "sgd", "optax", "flow")
 MAGIC = b"FLOWSIM-CHECKPOINT 1\n"
 _PACKAGES = ("jax", "equinox", "diffrax", "optax", "flowsim")
@@ -132,6 +134,7 @@ def save_checkpoint(
     }
     line = json.dumps(header, default=_jsonable).encode() + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_shareable(tmp)  # mkstemp's 0600 would hide the checkpoint from the group
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + line)

@@ -3,8 +3,8 @@ the prediction function's signature, and the work itself run so that SIGINT / SI
 
 A command's computation runs in a worker thread while the main thread waits interruptibly: a signal
 is handled even while XLA computes (a compiled loop cannot be interrupted from Python), the
-command's cleanups run (e.g. the unpublished staging folder of `flowsim run` is removed), one line
-is printed and the process exits with status 128 + the signal number.
+command's cleanups run (e.g. `flowsim run` publishes the pieces that finished and removes its
+staging folder), one line is printed and the process exits with status 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from ._fields import ConfigError
 SET_INT_MAX = 65_536  # sizes given with --set (widths, sample counts): beyond this, memory runs out
 SET_FLOAT_MAX = 1e6  # horizons, scales, targets given with --set: finite and at most this
 
-_CLEANUPS: list[Callable[[], None]] = []
+_CLEANUPS: list[Callable[[], Any]] = []
+NOTHING_SAVED = "unfinished results were not published"
 
 
-def on_interrupt(cleanup: Callable[[], None]) -> None:
-    """Run `cleanup` if the current command is ended by SIGINT or SIGTERM."""
+def on_interrupt(cleanup: Callable[[], Any]) -> None:
+    """Run `cleanup` if the current command is ended by SIGINT or SIGTERM (latest registered first).
+    A cleanup that returns a string says what it saved: the interrupt's line prints it instead of
+    "unfinished results were not published"."""
     _CLEANUPS.append(cleanup)
 
 
@@ -42,7 +45,8 @@ class _Interrupted(BaseException):
 
 def run_interruptibly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`fn(*args, **kwargs)` in a worker thread; SIGINT / SIGTERM run the cleanups registered with
-    `on_interrupt`, print one line and end the process (status 128 + signal number)."""
+    `on_interrupt`, print one line (what they saved, if anything) and end the process (status 128 +
+    signal number)."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args, **kwargs)
     box: dict[str, Any] = {}
@@ -63,13 +67,18 @@ def run_interruptibly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         while worker.is_alive():
             worker.join(0.1)
     except _Interrupted as e:
+        for s in old:  # a second signal must not cut the cleanups short (they publish what finished)
+            signal.signal(s, signal.SIG_IGN)
+        notes = []
         for cleanup in reversed(_CLEANUPS):
             try:
-                cleanup()
+                note = cleanup()
             except Exception:  # a cleanup that fails must not hide the others
-                pass
+                note = None
+            if isinstance(note, str):
+                notes.append(note)
         name = signal.Signals(e.signum).name
-        sys.stderr.write(f"flowsim: error: interrupted by {name}; unfinished results were not published\n")
+        sys.stderr.write(f"flowsim: error: interrupted by {name}; {'; '.join(notes) or NOTHING_SAVED}\n")
         sys.stderr.flush()
         os._exit(128 + e.signum)
     finally:

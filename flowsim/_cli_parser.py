@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
+import io
 import math
 import pathlib
+import sys
 from typing import final
 
 from ._config import Config, RunConfig
@@ -14,6 +17,30 @@ from ._fields import allowed, kind
 from ._registry import default_system, get_system, registered_systems
 
 DESCRIPTION = "flowsim: training dynamics as numerical ODEs, against discrete training, for any registered system"
+PROGRESS = ("auto", "always", "never")
+
+# Each subcommand's help ends with these examples (tests/test_cli_logs.py parses every one).
+EXAMPLES = {
+    "systems": "  flowsim systems",
+    "run": """\
+  flowsim run                                     # the paper's experiment (co-occurrence, defaults)
+  flowsim run sensitivity --n 6 --out runs/n6     # another system, one of its fields changed
+  flowsim run --config my.toml --lr 0.05 > log    # a config file and an override; the log has no bars""",
+    "plot": """\
+  flowsim plot runs/20250101-120000               # redraw a run's figures from its npz files""",
+    "sweep": """\
+  flowsim sweep experiments/specs/default_seeds.toml           # resumes where it stopped
+  flowsim sweep experiments/specs/lr_x_batch.toml --workers 2 --progress never""",
+    "phase-diagram": """\
+  flowsim phase-diagram sweeps/init_scale_x_width --x init_scale --y m --measure T1
+  flowsim phase-diagram sweeps/lr_x_batch --x lr --measure flow_sgd_gap --out gap.png  # a panel per batch_size""",
+    "compare": """\
+  flowsim compare --dynamics gf,igr,sme            # distance of each model to SGD
+  flowsim compare --lrs 0.01,0.03,0.1 --out runs/cmp  # and how it grows with the step size""",
+    "theory": """\
+  flowsim theory t1 --axis m --values 256,1024,4096 --seeds 0,1
+  flowsim theory phase2 --axis n --values 12,24,48 --set m=64""",
+}
 
 
 def system_of(argv: list[str]) -> str:
@@ -50,7 +77,7 @@ def _add_config_options(p: argparse.ArgumentParser, system: str | None) -> None:
                     dest=f.name,
                     type=kind(f),
                     default=None,
-                    metavar=f.name.upper(),
+                    metavar=None if f.metadata.get("choices") else f.name.upper(),  # {a,b} lists the choices
                     choices=f.metadata.get("choices"),
                     help=text,
                 )
@@ -67,6 +94,47 @@ def _add_system_argument(p: argparse.ArgumentParser, system: str | None) -> None
     )
 
 
+def _command(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with its examples (kept as written: raw description and epilog)."""
+    return sub.add_parser(
+        name,
+        help=help,
+        epilog="examples:\n" + EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def _add_progress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS,
+        default="auto",
+        help="progress bars on stderr: auto = only when stderr is a terminal (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the same as --progress never)")
+
+
+def progress_enabled(args: argparse.Namespace, stream: io.TextIOBase | None = None) -> bool:
+    """Whether to draw progress bars: `--progress always`, or `auto` (the default) when `stream`
+    (stderr) is a terminal; never with `--quiet` or `--progress never`. A log piped to a file thus
+    gets no carriage returns or cursor codes."""
+    if args.quiet or args.progress == "never":
+        return False
+    if args.progress == "always":
+        return True
+    isatty = getattr(sys.stderr if stream is None else stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def version() -> str:
+    """`flowsim <version>`, from the installed package's metadata."""
+    try:
+        return f"flowsim {importlib.metadata.version('flowsim')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "flowsim (version unknown: not installed)"
+
+
 @final
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (`flowsim: error: ...`), status 2, and no
@@ -81,20 +149,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(system: str | None = None) -> argparse.ArgumentParser:
-    p = _Parser(prog="flowsim", description=DESCRIPTION, allow_abbrev=False)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("systems", help="list the registered systems, one line each")
-    run = sub.add_parser("run", help="gradient flow vs GD vs SGD from one init, with the system's verdicts")
+    p = _Parser(
+        prog="flowsim",
+        description=DESCRIPTION,
+        allow_abbrev=False,
+        epilog="examples (each command's --help has more):\n" + EXAMPLES["run"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=version(), help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
+    _command(sub, "systems", "list the registered systems, one line each")
+    run = _command(sub, "run", "gradient flow vs GD vs SGD from one init, with the system's verdicts")
     _add_system_argument(run, system)
     run.add_argument("--config", type=_path, help="JSON, TOML or YAML file of config fields")
     run.add_argument("--out", type=_path, help="results folder (default runs/<timestamp>); must be new or empty")
     run.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once the run has finished)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
+    run.add_argument("--format", choices=("png", "pdf", "svg"), default=None, help="figure file format (default png)")
     run.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_progress_options(run)
     _add_config_options(run, system)
-    plot = sub.add_parser("plot", help="redraw the figures of a run folder from its saved data")
-    plot.add_argument("run_dir", type=_path)
+    plot = _command(sub, "plot", "redraw the figures of a run folder from its saved data")
+    plot.add_argument("run_dir", type=_path, help="a results folder written by flowsim run")
+    plot.add_argument("--format", choices=("png", "pdf", "svg"), default=None, help="figure file format (default png)")
     _add_sweep_parsers(sub)
     _add_compare_parser(sub, system)
     _add_theory_parser(sub, system)
@@ -104,12 +181,13 @@ def build_parser(system: str | None = None) -> argparse.ArgumentParser:
 def _add_theory_parser(sub, system: str | None) -> None:
     name = system or default_system()
     preds = get_system(name).predictions
-    th = sub.add_parser(
+    th = _command(
+        sub,
         "theory",
-        help="measure one of a system's theory predictions and save its table",
-        description="; ".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions",
+        "measure one of a system's theory predictions and save its table",
+        description="\n".join(f"{k}: {preds[k].doc}" for k in preds) or "no predictions",
     )
-    th.add_argument("prediction", choices=sorted(preds))
+    th.add_argument("prediction", choices=sorted(preds), help="the prediction to measure (see above)")
     th.add_argument(
         "--system", default=name, choices=sorted(registered_systems()), help="the system (default: %(default)s)"
     )
@@ -148,7 +226,7 @@ def _csv(kind_):
 
 
 def _add_compare_parser(sub, system: str | None) -> None:
-    cmp = sub.add_parser("compare", help="continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
+    cmp = _command(sub, "compare", "continuous models (flow, IGR, heavy-ball ODE, SDE) vs GD/SGD, and vs lr")
     _add_system_argument(cmp, system)
     cmp.add_argument(
         "--dynamics",
@@ -171,11 +249,12 @@ def _add_compare_parser(sub, system: str | None) -> None:
     cmp.add_argument("--config", type=_path, help="JSON, TOML or YAML file of config fields")
     cmp.add_argument("--out", type=_path, help="output folder (default runs/compare-<timestamp>); new or empty")
     cmp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once compare has finished)")
+    cmp.add_argument("--format", choices=("png", "pdf", "svg"), default=None, help="figure file format (default png)")
     _add_config_options(cmp, system)
 
 
 def _add_sweep_parsers(sub) -> None:
-    sw = sub.add_parser("sweep", help="resumable parameter sweep from a TOML/YAML spec (see flowsim.SweepSpec)")
+    sw = _command(sub, "sweep", "resumable parameter sweep from a TOML/YAML spec (see flowsim.SweepSpec)")
     sw.add_argument("spec", type=_path, help="sweep spec (.toml, .yaml, .json)")
     sw.add_argument("--out", type=_path, help="results folder (default sweeps/<spec name>)")
     sw.add_argument(
@@ -188,13 +267,19 @@ def _add_sweep_parsers(sub) -> None:
     sw.add_argument("--scheduler", help="address of a running Dask scheduler (implies --dask)")
     sw.add_argument("--new", action="store_true", help="if --out holds a different sweep, use a new folder next to it")
     sw.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache")
-    sw.add_argument("--quiet", action="store_true", help="no progress bar")
-    pd = sub.add_parser("phase-diagram", help="heatmap / line plot of a sweep measure")
-    pd.add_argument("results", type=_path)
-    pd.add_argument("--x", required=True)
-    pd.add_argument("--y")
-    pd.add_argument("--measure", required=True)
-    pd.add_argument("--out", type=_path, help="PNG path (default in the results folder)")
+    _add_progress_options(sw)
+    pd = _command(sub, "phase-diagram", "heatmap / line plot of a sweep measure")
+    pd.add_argument("results", type=_path, help="a results folder written by flowsim sweep")
+    pd.add_argument("--x", required=True, help="the sweep axis along x")
+    pd.add_argument("--y", help="the sweep axis along y (default: a line plot with a band over seeds)")
+    pd.add_argument("--measure", required=True, help="one of the spec's measures, drawn as the colour / the line")
+    pd.add_argument("--out", type=_path, help="image path (default in the results folder)")
+    pd.add_argument(
+        "--format",
+        choices=("png", "pdf", "svg"),
+        default=None,
+        help="figure file format (default: --out's suffix, else png)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -275,8 +275,8 @@ def gradient_descent(
     `progress` shows a tqdm bar; `divergence_factor`: a loss above this many times the initial
     loss (or a non-finite one) marks the run diverged (`diverged_step`; inf: only non-finite).
 
-    Checked before compiling (`ValueError`): lr a finite number > 0, momentum in [0, 1), weight decay
-    >= 0, divergence_factor > 1, integer step indices, finite initial parameters.
+    Checked before compiling (`ValueError`): lr a finite number > 0, momentum in [0, 1), weight
+    decay >= 0, divergence_factor > 1, integer step indices, finite initial parameters.
     """
     check_descent(problem, lr=lr, momentum=momentum, weight_decay=weight_decay, divergence_factor=divergence_factor)
     update = _update(lr, momentum, weight_decay)

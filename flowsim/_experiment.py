@@ -12,6 +12,8 @@ import concurrent.futures
 import dataclasses
 import functools
 import pathlib
+import shutil
+import threading
 from collections.abc import Callable, Collection
 from typing import Any, final
 
@@ -36,6 +38,7 @@ from ._results import package_versions, write_json, write_npz
 from ._solution import FlowSolution
 from ._system import PIECES, RunKeys, RunRecord, Setup
 from ._timing import timed_call
+from ._verdicts import Verdict, not_measured
 
 
 def enable_precision(precision: str) -> Any:
@@ -170,7 +173,8 @@ def run_sgd(s: Setup, *, progress: bool = False) -> DiscreteSolution:
 class ExperimentResult:
     """The solutions of one run (a piece not run is None), the system's held-out metric of each
     run's final parameters (`held_out`: flow, gd, sgd_mean) and timings (s; `<name>_compile` is the
-    part spent lowering and compiling with XLA, see `flowsim._timing`)."""
+    part spent lowering and compiling with XLA, see `flowsim._timing`); `missing`: the pieces asked
+    for that have not finished (a partial result, see `run_experiment`'s `on_piece`)."""
 
     setup: Setup
     flow: FlowSolution | None
@@ -178,6 +182,7 @@ class ExperimentResult:
     sgd: DiscreteSolution | None
     held_out: dict[str, float]
     timings: dict[str, float]
+    missing: tuple[str, ...] = ()
 
     @property
     def record(self) -> RunRecord:
@@ -185,13 +190,20 @@ class ExperimentResult:
 
 
 def run_experiment(
-    config: Config, *, progress: bool = False, setup_: Setup | None = None, pieces: Collection[str] = PIECES
+    config: Config,
+    *,
+    progress: bool = False,
+    setup_: Setup | None = None,
+    pieces: Collection[str] = PIECES,
+    on_piece: Callable[[ExperimentResult], None] | None = None,
 ) -> ExperimentResult:
     """Run the flow, GD and SGD (those in `pieces`) for `config`; nothing is written to disk.
 
     The runs are independent programs dispatched from two threads (XLA releases the GIL): the flow
     (mostly compilation) and GD first, side by side on the two cores, then SGD, whose seed axis is
-    sharded over all local devices when there are several (see `flowsim.sgd`).
+    sharded over all local devices when there are several (see `flowsim.sgd`). Each time a piece
+    finishes, `on_piece` (if given) receives the result so far: the finished pieces, the others None
+    and named in `missing` (`flowsim run` saves it when interrupted).
     """
     unknown = sorted(set(pieces) - set(PIECES))
     if unknown:
@@ -200,33 +212,55 @@ def run_experiment(
     system = get_system(s.config.system)
     timings: dict[str, float] = {}
     held: dict[str, float] = {}
+    done: dict[str, Any] = {}
+    asked = tuple(p for p in PIECES if p in pieces)
+    lock = threading.Lock()
     key = s.keys.test
 
     def job(name: str, fn: Callable[..., Any]) -> Callable[[], Any]:
         def run() -> Any:
-            out, timings[name], timings[f"{name}_compile"] = timed_call(fn, s, progress=progress)
+            out, seconds, compile_s = timed_call(fn, s, progress=progress)
             if name == "sgd":
                 per_seed = eqx.filter_vmap(system.held_out, in_axes=(None, 0, None))(s, out.params, key)
-                held["sgd_mean"] = float(jnp.mean(per_seed))
+                metric = {"sgd_mean": float(jnp.mean(per_seed))}
             else:
-                held[name] = float(system.held_out(s, out.params, key))
+                metric = {name: float(system.held_out(s, out.params, key))}
+            with lock:
+                timings.update({name: seconds, f"{name}_compile": compile_s})
+                held.update(metric)
+                done[name] = out
+                if on_piece is not None:
+                    on_piece(_result(s, done, held, timings, asked))
             return out
 
         return run
 
     fns = {"flow": run_flow, "gd": run_gd, "sgd": run_sgd}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        futures = {p: pool.submit(job(p, fns[p])) for p in PIECES if p in pieces}
-        sols = {p: f.result() for p, f in futures.items()}
-    return ExperimentResult(s, sols.get("flow"), sols.get("gd"), sols.get("sgd"), held, timings)
+        futures = [pool.submit(job(p, fns[p])) for p in asked]
+        for f in futures:
+            f.result()
+    return _result(s, done, held, timings, asked)
 
 
-def summarize(result: ExperimentResult) -> dict[str, Any]:
-    """summary.json content: events, verdicts, solver stats, divergence, held-out metric, timings."""
+def _result(
+    s: Setup, done: dict[str, Any], held: dict[str, float], timings: dict[str, float], asked: tuple[str, ...]
+) -> ExperimentResult:
+    """The result of the pieces in `done` (copies of the dicts: later pieces do not change it)."""
+    missing = tuple(p for p in asked if p not in done)
+    return ExperimentResult(s, done.get("flow"), done.get("gd"), done.get("sgd"), dict(held), dict(timings), missing)
+
+
+def summarize(result: ExperimentResult, *, interrupted: bool = False) -> dict[str, Any]:
+    """summary.json content: events, verdicts, solver stats, divergence, held-out metric, timings; for
+    an `interrupted` run or a partial `result`, `interrupted` and `missing_pieces`, and every verdict
+    that needs a missing piece "not measured"."""
     system = get_system(result.setup.config.system)
     record = result.record
     flow, gd, sg = result.flow, result.gd, result.sgd
     out: dict[str, Any] = {"system": system.name}
+    if interrupted or result.missing:
+        out.update(interrupted=interrupted, missing_pieces=list(result.missing))
     if flow is not None:
         out["events"] = {
             name: {
@@ -238,7 +272,8 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
         }
     out.update(system.summary_extras(record) if flow is not None else {})
     # record.verdicts: a claim over data the runs did not produce is "not measured" (judge_reached)
-    out["verdicts"] = [v.to_dict() for v in record.verdicts.values()] if flow is not None else []
+    verdicts = list(record.verdicts.values()) if flow is not None else []
+    out["verdicts"] = [v.to_dict() for v in _missing_not_measured(system, verdicts, result.missing)]
     if flow is not None:
         out["flow"] = _flow_summary(flow)
     if gd is not None:
@@ -261,6 +296,22 @@ def summarize(result: ExperimentResult) -> dict[str, Any]:
     return out
 
 
+def _missing_not_measured(system: Any, verdicts: list[Verdict], missing: tuple[str, ...]) -> list[Verdict]:
+    """`verdicts`, with those that need a piece in `missing` made "not measured", followed by the
+    system's other verdicts (`verdict_needs`) that were not evaluated, each "not measured"."""
+    if not missing:
+        return verdicts
+    why = f"the run was interrupted before {', '.join(missing)} finished"
+    needs = system.verdict_needs
+    out = [not_measured(v, why) if set(needs.get(v.name, PIECES)) & set(missing) else v for v in verdicts]
+    seen = {v.name for v in verdicts}
+    for name, pieces in needs.items():
+        if name not in seen:
+            stub = Verdict(name, f"{name} (reads {', '.join(sorted(pieces))})", {}, "not evaluated", "INFO")
+            out.append(not_measured(stub, why))
+    return out
+
+
 def _flow_summary(flow: FlowSolution) -> dict[str, Any]:
     """How the flow solve went: result, time reached, stopping event, step history (and h * lambda_max
     at the save times when the observer records `lambda_max`)."""
@@ -279,8 +330,9 @@ def _flow_summary(flow: FlowSolution) -> dict[str, Any]:
     return out
 
 
-def save_experiment(result: ExperimentResult, out: str | pathlib.Path) -> dict[str, Any]:
-    """Write a run folder (layout in `flowsim.load_run`) and return the summary dict."""
+def save_experiment(result: ExperimentResult, out: str | pathlib.Path, *, interrupted: bool = False) -> dict[str, Any]:
+    """Write a run folder (layout in `flowsim.load_run`) and return the summary dict; `interrupted`:
+    the run was ended by a signal (the summary says so, and which pieces are missing)."""
     out = pathlib.Path(out)
     s = result.setup
     system = get_system(s.config.system)
@@ -293,6 +345,26 @@ def save_experiment(result: ExperimentResult, out: str | pathlib.Path) -> dict[s
     for name, sol in (("gd", result.gd), ("sgd", result.sgd)):
         if sol is not None:
             write_npz(out / f"{name}.npz", {"t": sol.ts, "step": sol.steps, **sol.obs})
-    summary = summarize(result)
+    summary = summarize(result, interrupted=interrupted)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def save_interrupted(result: ExperimentResult | None, out: pathlib.Path, *, overwrite: bool = False) -> str | None:
+    """Publish the finished pieces of an interrupted run (`result`, the last partial result given
+    to `run_experiment`'s `on_piece`) as the run folder `out`: staged next to it and moved in with one
+    rename, its summary saying that the run was interrupted and which pieces are missing (their
+    verdicts "not measured"; no figures). Returns the line to print, or None when no piece had
+    finished (nothing is published)."""
+    if result is None:
+        return None
+    from ._results import publish_folder, staging_folder
+
+    tmp = staging_folder(out)
+    try:
+        save_experiment(result, tmp, interrupted=True)
+        publish_folder(tmp, out, overwrite=overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    done = ", ".join(p for p in PIECES if getattr(result, p) is not None)
+    return f"the finished pieces ({done}; missing: {', '.join(result.missing) or 'none'}) are saved in {out}"

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._fields import ConfigError
 from ._results import read_json
+from ._tables import SweepRows
 
 
 def _spec(folder: pathlib.Path) -> dict[str, Any]:
@@ -71,20 +72,15 @@ def _row(f: pathlib.Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 def load_sweep(folder: str | os.PathLike, *, as_frame: bool = False) -> Any:
     """Rows {axis: value, ..., "seed", "status", "reason", measure: value, ...} of every finished
-    point, in the spec's point order; a pandas DataFrame if `as_frame` (needs pandas). A point file
-    that is unreadable or not on the spec's grid raises `ConfigError` naming it."""
+    point, in the spec's point order, as a list with `.to_frame()` (a pandas DataFrame; needs pandas),
+    or that DataFrame directly if `as_frame`. A point file that is unreadable or not on the spec's
+    grid raises `ConfigError` naming it."""
     folder = pathlib.Path(folder)
     spec = _spec(folder)
     rows = [_row(f, spec) for f in sorted((folder / "points").glob("*.json"))]
     order = {tuple(v): i for i, v in enumerate(itertools.product(*spec["axes"].values(), spec["seeds"]))}
     rows.sort(key=lambda r: order.get(tuple(r[a] for a in [*spec["axes"], "seed"]), len(order)))
-    if as_frame:
-        try:
-            import pandas as pd  # pyright: ignore[reportMissingImports]  # optional, not a dependency
-        except ImportError as e:
-            raise ImportError("as_frame=True needs pandas (pip install pandas); the rows are plain dicts") from e
-        return pd.DataFrame(rows)
-    return rows
+    return SweepRows(rows).to_frame() if as_frame else SweepRows(rows)
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> pathlib.Path:
@@ -138,16 +134,20 @@ def _aggregate(rows, x, y, measure, xs, ys):
     return reduce(np.nanmean), reduce(np.nanmin), reduce(np.nanmax), failed, boolean
 
 
-def _norm(mean: np.ndarray, boolean: bool):
-    """Colour scale: [0, 1] for fractions, logarithmic for positive values spanning > 2 decades."""
-    from matplotlib.colors import LogNorm, Normalize
+def _norm(means: list[np.ndarray], boolean: bool, seeds: int):
+    """One colour scale for every panel: the seed fractions 0, 1/seeds, ..., 1 in discrete steps for
+    a boolean measure; logarithmic for positive values spanning > 2 decades; else linear."""
+    from matplotlib.colors import BoundaryNorm, LogNorm, Normalize
 
     if boolean:
-        return Normalize(0, 1)
-    finite = mean[np.isfinite(mean)]
+        steps = max(1, seeds)
+        return BoundaryNorm(np.linspace(-0.5 / steps, 1 + 0.5 / steps, steps + 2), 256)
+    finite = np.concatenate([m[np.isfinite(m)] for m in means]) if means else np.zeros(0)
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         return LogNorm(finite.min(), finite.max())
-    return None
+    if finite.size:
+        return Normalize(finite.min(), finite.max())
+    return Normalize(0, 1)
 
 
 def check_request(
@@ -173,76 +173,109 @@ def check_request(
     return spec, rows
 
 
-def plot_phase_diagram(
-    folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str, out: str | os.PathLike | None = None
-) -> pathlib.Path:
-    """Draw `measure` over axes `x` (and `y`) of a sweep; returns the PNG path (default
-    `<folder>/<measure>_<x>[_<y>].png`). Unknown axes or measures raise `ConfigError`."""
-    import matplotlib
+def _heatmap(ax, mean, failed, boolean, norm, xs, ys):
+    """A seed-mean heatmap: red x on cells with a failed seed, the labelled contour where a boolean
+    verdict holds for half the seeds."""
+    im = ax.imshow(mean, origin="lower", aspect="auto", cmap="viridis", norm=norm)
+    jj, ii = np.nonzero(failed.T)
+    if len(ii):
+        ax.scatter(jj, ii, marker="x", color="red", s=60, label="a seed failed")
+    if boolean and np.nanmin(mean) < 0.5 < np.nanmax(mean) and min(mean.shape) > 1:
+        cs = ax.contour(np.arange(len(xs)), np.arange(len(ys)), np.nan_to_num(mean, nan=0.0), [0.5], colors="white")
+        ax.clabel(cs, fmt={0.5: "half the seeds"}, fontsize="small")
+    return im
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _line(ax, mean, lo, hi, failed, log_y: bool) -> None:
+    """Seed mean against the x axis with the min-max band; red x where a seed failed."""
+    t = np.arange(mean.shape[1])
+    ax.plot(t, mean[0], "o-", label="mean over seeds")
+    ax.fill_between(t, lo[0], hi[0], alpha=0.3, label="min-max over seeds")
+    if failed[0].any():
+        y = np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo))
+        ax.scatter(t[failed[0]], y, marker="x", color="red", s=60, zorder=3, label="a seed failed")
+    if log_y:
+        ax.set_yscale("log")
+
+
+def _ticks(values: list[Any], limit: int = 10) -> tuple[list[int], list[str]]:
+    """Positions and labels of at most about `limit` ticks along a categorical axis."""
+    step = max(1, -(-len(values) // limit))
+    pos = list(range(0, len(values), step))
+    return pos, [_fmt(values[p]) for p in pos]
+
+
+def phase_diagram_figure(folder: str | os.PathLike, x: str, y: str | None = None, *, measure: str, axes=None):
+    """Draw `measure` over axes `x` (and `y`) of a sweep: a heatmap of the seed mean (a fraction of
+    seeds, in discrete steps, for a boolean measure) on one colour scale shared by every panel, or
+    without `y` a line with a min-max band over seeds; one panel per value of the other axes.
+
+    Arguments:
+        folder: the sweep's results folder.
+        x, y: sweep axes; `y` None draws lines.
+        measure: a measure the sweep recorded.
+        axes: one axes per panel to draw into; default a new figure.
+
+    Returns:
+        The Figure. Unknown axes or measures raise `ConfigError`.
+    """
     from matplotlib.colors import LogNorm
+
+    from ._figure_style import new_figure, root_figure
 
     folder = pathlib.Path(folder)
     spec, rows = check_request(folder, x, y, measure)
-    axes = spec["axes"]
-    others = [a for a in axes if a not in (x, y) and len(axes[a]) > 1]
-    panels = list(itertools.product(*(axes[a] for a in others))) or [()]
-    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    xs, ys = list(axes[x]), (list(axes[y]) if y else [None])
-    try:
-        for ax, panel in zip(axs[0], panels):
-            sel = [r for r in rows if all(r[a] == v for a, v in zip(others, panel))]
-            title = ", ".join(f"{a}={_fmt(v)}" for a, v in zip(others, panel))
-            if not sel:
-                ax.set_title(f"{title} (no points yet)")
-                continue
-            mean, lo, hi, failed, boolean = _aggregate(sel, x, y, measure, xs, ys)
-            label = f"{measure} ({'fraction true' if boolean else 'mean'} over seeds)"
-            if y:
-                im = ax.imshow(mean, origin="lower", aspect="auto", cmap="viridis", norm=_norm(mean, boolean))
-                fig.colorbar(im, ax=ax, label=label)
-                ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
-                ax.set_ylabel(y)
-                jj, ii = np.nonzero(failed.T)
-                if len(ii):
-                    ax.scatter(jj, ii, marker="x", color="red", s=60, label="a seed failed")
-                    ax.legend(loc="upper right", fontsize=8)
-                if boolean and np.nanmin(mean) < 0.5 < np.nanmax(mean) and min(mean.shape) > 1:
-                    ax.contour(
-                        np.arange(len(xs)),
-                        np.arange(len(ys)),
-                        np.nan_to_num(mean, nan=0.0),
-                        [0.5],
-                        colors="white",
-                        linewidths=2,
-                    )
-            else:
-                t = np.arange(len(xs))
-                ax.plot(t, mean[0], "o-", label="mean over seeds")
-                ax.fill_between(t, lo[0], hi[0], alpha=0.3, label="min-max over seeds")
-                if failed[0].any():
-                    ax.scatter(
-                        t[failed[0]],
-                        np.nan_to_num(mean[0][failed[0]], nan=np.nanmin(lo)),
-                        marker="x",
-                        color="red",
-                        s=60,
-                        zorder=3,
-                        label="a seed failed",
-                    )
-                ax.set_ylabel(label)
-                if isinstance(_norm(mean, boolean), LogNorm):
-                    ax.set_yscale("log")
-                ax.legend(fontsize=8)
-            ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
-            ax.set_xlabel(x)
-            ax.set_title(title or spec.get("name") or folder.name, fontsize=10)
-        fig.tight_layout()
-        out = pathlib.Path(out) if out else folder / f"{measure}_{x}{'_' + y if y else ''}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
-    finally:
-        plt.close(fig)
-    return out
+    grid = spec["axes"]
+    others = [a for a in grid if a not in (x, y) and len(grid[a]) > 1]
+    panels = list(itertools.product(*(grid[a] for a in others))) or [()]
+    if axes is None:
+        fig, axs = new_figure(1, len(panels), figsize=(5.0 * len(panels) + 1.0, 4.4))
+        axes = list(axs[0])
+    fig = root_figure(axes[0])
+    xs, ys = list(grid[x]), (list(grid[y]) if y else [None])
+    sel = [[r for r in rows if all(r[a] == v for a, v in zip(others, p))] for p in panels]
+    aggs = [_aggregate(s, x, y, measure, xs, ys) if s else None for s in sel]
+    boolean = any(a[4] for a in aggs if a is not None)
+    norm = _norm([a[0] for a in aggs if a is not None], boolean, len(spec["seeds"]))
+    label = measure.replace("_", " ") + (" (fraction of seeds true)" if boolean else " (mean over seeds)")
+    im = None
+    for ax, panel, agg in zip(axes, panels, aggs):
+        title = ", ".join(f"{a} = {_fmt(v)}" for a, v in zip(others, panel))
+        ax.set_title(title or spec.get("name") or folder.name, fontsize="medium")
+        if agg is None:
+            ax.set_title(f"{title} (no points yet)", fontsize="medium")
+            continue
+        mean, lo, hi, failed, _ = agg
+        if y:
+            im = _heatmap(ax, mean, failed, boolean, norm, xs, ys)
+            ax.set_yticks(*_ticks(ys))
+            ax.set_ylabel(y.replace("_", " "))
+        else:
+            _line(ax, mean, lo, hi, failed, isinstance(norm, LogNorm))
+            ax.set_ylabel(label)
+        ax.set_xticks(*_ticks(xs), rotation=45 if len(xs) > 6 else 0)
+        ax.set_xlabel(x.replace("_", " "))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize="small")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label=label)
+    return fig
+
+
+def plot_phase_diagram(
+    folder: str | os.PathLike,
+    x: str,
+    y: str | None = None,
+    *,
+    measure: str,
+    out: str | os.PathLike | None = None,
+    fmt: str | None = None,
+) -> pathlib.Path:
+    """Write `phase_diagram_figure(folder, x, y, measure=measure)`; returns the path (default
+    `<folder>/<measure>_<x>[_<y>].png`, its suffix replaced by `fmt` when given). Unknown axes or
+    measures raise `ConfigError`."""
+    from ._figure_style import save_figure
+
+    fig = phase_diagram_figure(folder, x, y, measure=measure)
+    out = pathlib.Path(out) if out else pathlib.Path(folder) / f"{measure}_{x}{'_' + y if y else ''}.png"
+    return save_figure(fig, out, fmt)

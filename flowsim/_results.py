@@ -4,7 +4,8 @@ Layout of a run folder: `config.json` (full config, seed, package versions), `in
 (`W_Q, W_K, W_V, W, a` at t = 0 and the data `tokens`, `y`, `kind`), `flow.npz`, `gd.npz`, `sgd.npz`
 (`t` and one array per observable; SGD arrays have a leading seed axis), `summary.json` (verdicts,
 `phase1_end_time`, timings). Every file is written atomically (temporary file + rename), so an
-interrupted run never leaves a truncated file behind; `flowsim run` writes the whole folder into a
+interrupted run never leaves a truncated file behind, and with the permissions of a plain `open`
+(0666 less the umask: readable by the group by default); `flowsim run` writes the whole folder into a
 staging folder and publishes it with one rename (`staging_folder`, `publish_folder`), so a results
 folder never mixes two runs.
 """
@@ -26,6 +27,7 @@ from typing import Any, final
 import numpy as np
 
 from ._fields import ConfigError
+from ._tables import run_dataset, run_frame
 
 PACKAGES = ("flowsim", "jax", "jaxlib", "diffrax", "equinox", "optimistix", "lineax", "optax", "numpy", "matplotlib")
 
@@ -41,10 +43,31 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the OS allows
+    (`/proc/self/status` on Linux; elsewhere it is set and restored, which is not thread-safe)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_shareable(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Give `path` the mode a plain `open`/`mkdir` would (0666, resp. 0777, less the umask):
+    `tempfile.mkstemp`/`mkdtemp` create 0600/0700, which would hide results from the group."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def _atomic_write(path: pathlib.Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        make_shareable(tmp)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -110,7 +133,8 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class RunData:
     """A run folder read back: `config` (the flat config dict, with `system`), `flow`, `gd`, `sgd`
-    (dicts of arrays, possibly empty when a file is missing) and `summary` (dict)."""
+    (dicts of arrays, possibly empty when a file is missing) and `summary` (dict); `to_frame()` and
+    `to_xarray()` give the same data as tidy tables."""
 
     path: pathlib.Path
     config: dict[str, Any]
@@ -123,6 +147,26 @@ class RunData:
     def system(self) -> str | None:
         """The name of the run's system (None for a folder written before systems existed)."""
         return self.config.get("system")
+
+    def to_frame(self) -> Any:
+        """The run as one tidy pandas table (needs pandas).
+
+        **Returns:** a DataFrame with one row per piece, seed and save time: columns `run` (the
+        folder's name), `piece` (flow, gd, sgd), `seed` (the SGD ensemble member; -1 for the flow and
+        GD), `step` (GD/SGD step; missing for the flow), `t` (flow time; GD/SGD: step x lr) and one
+        column per scalar observable. Observables with more axes are in `to_xarray()`.
+        """
+        return run_frame(self)
+
+    def to_xarray(self) -> Any:
+        """The run as an xarray Dataset (needs xarray).
+
+        **Returns:** one variable per observable (vector ones included), with dimensions (piece, seed,
+        t, then `<name>_dim1`, ...); coordinates `piece`, `seed` (-1 for the flow and GD), `t` and
+        `step` along t; NaN where a piece has no value (the flow at SGD seeds). E.g.
+        `ds.loss.sel(piece="sgd").mean("seed")`, `ds.loss.sel(piece="flow", seed=-1)`.
+        """
+        return run_dataset(self)
 
     def event_marks(self) -> list[tuple[float, str]]:
         """(time, label) of every event that fired on the flow, from `summary.json`."""
@@ -176,7 +220,9 @@ def staging_folder(out: pathlib.Path) -> pathlib.Path:
         pid = old.name.rsplit("-", 2)[-2] if old.name.count("-") >= 2 else ""
         if pid.isdigit() and not pathlib.Path(f"/proc/{pid}").exists():
             shutil.rmtree(old, ignore_errors=True)
-    return pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    staged = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    make_shareable(staged, folder=True)  # published as is: readable like any folder the user makes
+    return staged
 
 
 def publish_folder(staged: pathlib.Path, out: pathlib.Path, *, overwrite: bool = False) -> None:

@@ -1,8 +1,10 @@
-"""Checks run on the host before anything compiles: save times, tolerances, initial state, and an
-abstract evaluation of the vector field, diffusion, observer and event conditions."""
+"""Checks run on the host before anything compiles: save times, tolerances, initial state, an
+abstract evaluation of the vector field, diffusion, observer and event conditions, and the memory a
+run would hold (`check_memory`, with the systems' estimates built from `MemoryParts` and `run_bytes`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import typing
@@ -152,6 +154,82 @@ def check_memory(config: Any) -> None:
         need, limit = int(typing.cast(float, estimate(config))), int(MEMORY_FRACTION * _machine_bytes())
         if need > limit:
             raise ConfigError(
-                f"invalid sizes for system {config.system!r}: about {need / 2**30:.3g} GiB of data and model, more "
-                f"than half this machine's memory ({limit / 2**30:.3g} GiB); choose smaller sizes"
+                f"invalid sizes for system {config.system!r}: about {need / 2**30:.3g} GiB at once (data, model, "
+                f"activations), more than half this machine's memory ({limit / 2**30:.3g} GiB); choose smaller sizes"
             )
+
+
+# ------------------------------------------------------------------ memory estimates of the systems
+
+LANCZOS_ITERS = 20  # Sharpness's Lanczos steps (an (iters + 1, P) basis per run)
+SOLVER_COPIES = 12  # parameter-sized arrays of a flow solve (stages, error estimate, state, checkpoints)
+GD_COPIES = 3  # full-batch GD: parameters, gradient, update
+SGD_COPIES = 6  # per minibatch seed: parameters, gradient, optimizer state (Adam: 2), update, key state
+
+
+def transformer_params(*, tokens_in: int, d: int, mlp: int, layers: int, out: int, extra: int = 0) -> float:
+    """Parameter count of a `flowsim.nn` transformer: `tokens_in` learned embedding rows (token and
+    positional) of width `d`, `layers` blocks (attention W_Q, W_K, W_V, W_O: 4 d^2 however the heads
+    split d; two LayerNorms; an MLP of width `mlp`, none when 0), a final LayerNorm and a linear
+    read-out to `out` values, plus `extra` (a system's own parts). A float, as the estimates use it."""
+    block = 4 * d * d + 4 * d + (2 * d * mlp + mlp + d if mlp else 0)
+    return float(tokens_in * d + layers * block + 2 * d + (d + 1) * out + extra)
+
+
+def transformer_values(
+    *, length: int, d: int, heads: int, mlp: int, layers: int, out: int, forward: bool = False
+) -> float:
+    """Activation values one sequence of `length` tokens holds in such a transformer.
+
+    For a gradient (forward and backward; the default) every block keeps about 20 (length x d)
+    arrays (LayerNorms, Q, K, V, attention output, residuals and their cotangents), 4 (heads x
+    length^2) score / softmax arrays and 4 (length x mlp) MLP arrays, plus the embedding and the
+    read-out. A forward pass alone (`forward`) holds about half of one block's share at a time (XLA
+    reuses the buffers of the blocks before), plus the embedding and the read-out. Checked against
+    XLA's compiled memory in tests/test_bad_input.py.
+    """
+    block = 20 * length * d + 4 * heads * length * length + 4 * length * mlp
+    if forward:
+        return float(block / 2 + 2 * length * (d + out))
+    return float(layers * block + 4 * length * (d + out))
+
+
+@typing.final
+@dataclasses.dataclass(frozen=True)
+class MemoryParts:
+    """What a system's run holds, for `run_bytes` (counts of floating values unless said otherwise).
+
+    **Fields:** `params` the trainable parameter count P; `sample` the activation values one training
+    sample keeps for a gradient (`transformer_values`); `observer` the values one observer call holds
+    at once (forward passes on its evaluation sets, metric work); `data_bytes` the bytes of the data
+    tables on the host and the device (held once); `after` the values of the work done once per run
+    after it (verdict studies); `recorded` the values of the array observables per save point.
+    """
+
+    params: int | float
+    sample: int | float
+    observer: int | float
+    data_bytes: int | float
+    after: int | float = 0.0
+    recorded: int | float = 0.0
+
+
+def run_bytes(config: Any, parts: MemoryParts) -> float:
+    """A generous estimate of the bytes a run of `config` holds at its peak, from its system's
+    `parts`: the data, then the larger of (the flow and GD side by side: solver stages, GD state,
+    full-batch gradient activations and one observer call each) and (the SGD seeds vmapped: each
+    seed's state, minibatch activations and observer call), where every observer call also does the
+    Hessian work when `sharpness` is on (a Lanczos basis and a full-batch Hessian-vector product per
+    run); plus the recorded array observables and the work after the runs."""
+    from ._registry import get_system
+
+    item = 8 if config.precision == "float64" else 4
+    P, seeds = parts.params, config.sgd_seeds
+    full = parts.sample * get_system(config.system).train_size(config.task)
+    hessian = (max(LANCZOS_ITERS, config.sharpness) + 1) * P + 2 * full if config.sharpness else 0.0
+    call = parts.observer + hessian
+    flow_gd = (SOLVER_COPIES + GD_COPIES) * P + 2 * (full + call)
+    minibatch = seeds * (SGD_COPIES * P + parts.sample * config.batch_size + call)
+    saves = min(config.steps + 1, config.n_save_log + config.n_save_lin + 2)
+    recorded = saves * (2 + seeds) * parts.recorded
+    return parts.data_bytes + item * (max(flow_gd, minibatch) + recorded + parts.after)

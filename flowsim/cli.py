@@ -8,6 +8,9 @@
     flowsim compare [SYSTEM] [--dynamics gf,igr,sme] [--lrs ...]     continuous models vs GD/SGD
     flowsim theory NAME --values GRID [--system S] [--axis A] [--seeds S] [--set KEY=VALUE ...]
 
+`flowsim --version` prints the version; `flowsim COMMAND --help` lists every option with its help
+text and ends with examples. Progress bars go to stderr only when it is a terminal (`--progress
+{auto,always,never}`, `--quiet`), so a log piped to a file has no carriage returns or cursor codes.
 SYSTEM defaults to the default system (co-occurrence). Every field of the system's config and of the
 run settings is an option named after it (`--n`, `--init-scale`, `--lr`, ...), with its help text,
 range and choices. Bad input exits with status 2 and a one-line message naming the field.
@@ -37,8 +40,9 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 from ._cli_guard import SET_FLOAT_MAX, SET_INT_MAX, check_out, on_interrupt, run_interruptibly, set_options  # noqa: E402
-from ._cli_parser import build_parser, config_from_args, system_of  # noqa: E402
+from ._cli_parser import build_parser, config_from_args, progress_enabled, system_of  # noqa: E402
 from ._fields import ConfigError  # noqa: E402
+from ._figure_style import output_format  # noqa: E402
 from ._registry import default_system, get_system, registered_systems  # noqa: E402
 from ._validate import check_memory  # noqa: E402
 
@@ -74,6 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = check_out(args.out if args.out is not None else default, empty=not args.overwrite)
     _enable_cache(not args.no_cache)
     from . import _verdicts
+    from ._experiment import save_interrupted
     from ._results import publish_folder
 
     t0 = time.perf_counter()
@@ -83,8 +88,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{config.sgd_seeds} seeds)"
     )
     tmp = _staged(out)
+    finished: list = []  # run_experiment's partial results, latest last: published if interrupted
+    on_interrupt(lambda: save_interrupted(finished[-1] if finished else None, out, overwrite=args.overwrite))
     try:
-        result, summary = _work(_run_and_save, config, tmp, not args.quiet, not args.no_plots)
+        with output_format(args.format):
+            result, summary = _work(
+                _run_and_save, config, tmp, progress_enabled(args), not args.no_plots, on_piece=finished.append
+            )
         publish_folder(tmp, out, overwrite=args.overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,11 +107,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_save(config, folder: pathlib.Path, progress: bool, plots: bool):
+def _run_and_save(config, folder: pathlib.Path, progress: bool, plots: bool, on_piece=None):
     from . import _experiment
     from ._results import load_run
 
-    result = _experiment.run_experiment(config, progress=progress)
+    result = _experiment.run_experiment(config, progress=progress, on_piece=on_piece)
     summary = _experiment.save_experiment(result, folder)
     if plots:
         get_system(config.system).figures(load_run(folder), folder)
@@ -130,7 +140,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     system = get_system(run.system or default_system())
     if not (run.flow or run.gd or run.sgd):
         raise ConfigError(f"{str(run.path)!r} has no flow.npz, gd.npz or sgd.npz: nothing to draw")
-    for path in _work(system.figures, run, run.path):
+    with output_format(args.format):
+        paths = _work(system.figures, run, run.path)
+    for path in paths:
         print(path)
     return 0
 
@@ -163,7 +175,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         use_dask=args.dask or bool(args.scheduler),
         scheduler=args.scheduler,
-        progress=not args.quiet,
+        progress=progress_enabled(args),
     )
     print(
         f"{r.total} points in {r.folder}: {r.skipped} already done, {r.done} run now ({r.failed} failed) "
@@ -241,14 +253,14 @@ def _compare_and_save(config, args: argparse.Namespace, s, folder: pathlib.Path,
     )
     for name, c in curves.items():
         write_npz(folder / f"{name}.npz", {"t": c.t, **c.obs})
-    lines = [str(plots.plot_overlay(curves, args.keys, folder / "overlay.png"))]
+    lines = [str(plots.plot_overlay(curves, args.keys, folder / "overlay.png", fmt=args.format))]
     dist = compare.distance_to_sgd(curves)
     write_json(folder / "distance_to_sgd.json", dist)
     lines += [compare.describe_distance(curves[name].label, d) for name, d in dist.items()]
     if args.lrs:
         rows = compare.compare_lrs(config, args.lrs, args.dynamics, **kw)
         write_json(folder / "distance_vs_lr.json", {"rows": rows})
-        lines.append(str(plots.plot_distance_vs_lr(rows, folder / "distance_vs_lr.png")))
+        lines.append(str(plots.plot_distance_vs_lr(rows, folder / "distance_vs_lr.png", fmt=args.format)))
     return lines
 
 
@@ -324,7 +336,8 @@ def _cmd_phase_diagram(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out(args.out, file=True)
     phase_diagram.check_request(args.results, args.x, args.y, args.measure)  # every file read and checked
-    print(_work(phase_diagram.plot_phase_diagram, args.results, args.x, args.y, measure=args.measure, out=args.out))
+    kw = dict(measure=args.measure, out=args.out, fmt=args.format)
+    print(_work(phase_diagram.plot_phase_diagram, args.results, args.x, args.y, **kw))
     return 0
 
 

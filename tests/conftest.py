@@ -3,6 +3,12 @@
 The suite compiles far more programs than it runs long: XLA's backend optimisation level is lowered
 to 0 for the test process and the processes it starts (about 20% less suite time measured side by
 side on the solver tests; library code run outside pytest keeps XLA's defaults).
+
+One persistent compilation cache serves the whole session: a fresh temporary folder, made by the
+first process that loads this file and inherited (through FLOWSIM_TEST_CACHE_DIR, FLOWSIM_CACHE_DIR
+and JAX_COMPILATION_CACHE_DIR) by the pytest-xdist workers and by every `flowsim` process a test starts, so a
+program compiled by one of them is loaded, not compiled again, by the others. The process that made
+it removes it at the end of the session.
 """
 
 import os
@@ -10,8 +16,21 @@ import os
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+import tempfile
+
+if "FLOWSIM_TEST_CACHE_DIR" not in os.environ:
+    os.environ["FLOWSIM_TEST_CACHE_DIR"] = tempfile.mkdtemp(prefix="flowsim-test-xla-")
+    _CACHE_OWNER = True
+else:
+    _CACHE_OWNER = False
+os.environ["FLOWSIM_CACHE_DIR"] = os.environ["FLOWSIM_TEST_CACHE_DIR"]
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["FLOWSIM_TEST_CACHE_DIR"]  # also under `flowsim --no-cache`
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+
 import jax
 
+jax.config.update("jax_compilation_cache_dir", os.environ["FLOWSIM_TEST_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -22,6 +41,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / "data"
+
+
+def pytest_unconfigure(config):
+    if _CACHE_OWNER:
+        import shutil
+
+        shutil.rmtree(os.environ["FLOWSIM_TEST_CACHE_DIR"], ignore_errors=True)
+
 
 # A small co-occurrence problem shared by the solver tests (compile once per module, run many).
 SMALL = dict(

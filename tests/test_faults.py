@@ -52,7 +52,7 @@ def sleepy_task(config, measures):
 def _fake_run(seed_files):
     """A stand-in for the run's computation: writes `seed_files` into the staging folder."""
 
-    def run_and_save(config, folder, progress, plots):
+    def run_and_save(config, folder, progress, plots, on_piece=None):
         for name in seed_files:
             (folder / name).write_text(str(config.seed))
 
@@ -86,7 +86,7 @@ def test_a_failed_run_publishes_nothing_and_stale_staging_is_cleaned(tmp_path, m
     stale = tmp_path / ".run.partial-999999999-abc"  # a killed run's staging folder (no such pid)
     stale.mkdir()
 
-    def broken(config, folder, progress, plots):
+    def broken(config, folder, progress, plots, on_piece=None):
         (folder / "flow.npz").write_text("half")
         raise RuntimeError("the solve crashed")
 
@@ -115,6 +115,136 @@ def test_sigterm_during_work_runs_cleanups_and_exits_143(monkeypatch, capsys):
     assert exits == [128 + signal.SIGTERM] and cleaned == [True] and time.perf_counter() - t0 < 5
     assert capsys.readouterr().err == "flowsim: error: interrupted by SIGTERM; unfinished results were not published\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+# ---------------------------------------------------------------- flowsim run interrupted: finished pieces kept
+# Run in a process (the subprocess test) or in-process: SGD is replaced by a piece that blocks until
+# released, and a marker says when the flow and GD have finished (after `run_experiment` has handed
+# their partial result on), so the signal always arrives with exactly the SGD piece unfinished.
+_DRIVER = """
+import pathlib, sys, threading
+sys.path.insert(0, {root!r})
+from flowsim import _experiment, cli, register
+from tests import toy_system
+
+register(toy_system.SYSTEM, replace=True)
+marker, release = None, threading.Event()
+real = _experiment.run_experiment
+
+
+def blocked_sgd(s, progress=False):
+    release.wait(600)
+    raise RuntimeError("the blocked SGD piece was released")
+
+
+def spy(config, **kw):
+    inner = kw["on_piece"]
+
+    def on_piece(result):
+        inner(result)
+        if result.missing == ("sgd",):
+            marker.write_text("flow and gd finished")
+
+    return real(config, **{{**kw, "on_piece": on_piece}})
+
+
+if __name__ == "__main__":
+    marker = pathlib.Path(sys.argv[1])
+    _experiment.run_sgd, _experiment.run_experiment = blocked_sgd, spy
+    sys.exit(cli.main(sys.argv[2:]))
+"""
+TOY_RUN = ["run", "toy-linreg", "--n", "16", "--k", "3", "--steps", "20", "--batch-size", "4", "--sgd-seeds", "2"]
+
+
+def _check_partial_run(out: pathlib.Path, line: str) -> None:
+    """`out` holds the flow and GD and a summary naming SGD missing; `line` says so."""
+    from flowsim import load_run
+
+    assert line.startswith("flowsim: error: interrupted by SIGINT; the finished pieces (flow, gd; missing: sgd)"), line
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "flow.npz",
+        "gd.npz",
+        "initial_state.npz",
+        "summary.json",
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["missing_pieces"] == ["sgd"]
+    verdicts = {v["name"]: v for v in summary["verdicts"]}
+    assert set(verdicts) == {"toy.loss_decreases", "toy.fitted", "toy.gd_tracks_flow", "toy.sgd_spread"}
+    missing = verdicts["toy.sgd_spread"]
+    assert missing["status"] == "INFO" and missing["criterion"].startswith("not measured: the run was interrupted")
+    assert verdicts["toy.gd_tracks_flow"]["status"] in ("PASS", "FAIL")  # its pieces finished: judged
+    run = load_run(out)
+    assert run.flow and run.gd and not run.sgd
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_interrupted_run_publishes_the_finished_pieces_in_process(tmp_path, monkeypatch, capsys):
+    """SIGINT once the flow and GD have finished (os._exit replaced so that the test process
+    survives): the folder is published with them and a summary that names SGD missing."""
+    namespace: dict = {}
+    exec(compile(_DRIVER.format(root=str(ROOT)), "driver", "exec"), namespace)  # registers the toy system
+    marker, out, exits = tmp_path / "marker", tmp_path / "run", []
+    namespace["marker"] = marker
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    def signal_when_done():
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    from flowsim import _experiment
+    from flowsim._registry import unregister
+
+    monkeypatch.setattr(_cli_guard.os, "_exit", fake_exit)
+    monkeypatch.setattr(_experiment, "run_sgd", namespace["blocked_sgd"])
+    monkeypatch.setattr(_experiment, "run_experiment", namespace["spy"])
+    sender = threading.Thread(target=signal_when_done, daemon=True)
+    sender.start()
+    try:
+        with pytest.raises(SystemExit):
+            cli.main([*TOY_RUN, "--out", str(out), "--quiet", "--no-plots"])
+    finally:
+        namespace["release"].set()
+        sender.join(5)
+        unregister("toy-linreg")
+    assert exits == [130] and marker.exists()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    _check_partial_run(out, lines[0])
+
+
+@pytest.mark.slow  # a fresh process imports JAX and compiles the toy run
+def test_interrupted_run_process_exits_130_with_the_finished_pieces(tmp_path):
+    driver, marker, out = tmp_path / "driver.py", tmp_path / "marker", tmp_path / "runs" / "run"
+    driver.write_text(_DRIVER.format(root=str(ROOT)))
+    child = subprocess.Popen(
+        [sys.executable, str(driver), str(marker), *TOY_RUN, "--out", str(out), "--quiet", "--no-plots"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), child.communicate(timeout=30)[1] if child.poll() is not None else "no marker"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    assert child.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("flowsim:")]
+    assert len(lines) == 1, err
+    _check_partial_run(out, lines[0])
 
 
 # ---------------------------------------------------------------- sweeps: lock, temporaries, workers

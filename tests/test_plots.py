@@ -1,18 +1,24 @@
 """Figures on small synthetic run folders: every co-occurrence figure
 (`flowsim.systems.cooccurrence.figures`) is written as a valid PNG, including runs that stopped early
 (non-finite values), lack files or observables, or have no Phase-1 time; the engine's generic
-`flowsim.plot_comparison` draws any observables with the run's events marked."""
+`flowsim.plot_comparison` draws any observables with the run's events marked; plot functions draw
+into a given `ax=` and return its Figure; `--format pdf` writes PDFs; importing flowsim selects no
+matplotlib backend."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
 
-from flowsim import _plots, load_run, plot_comparison
+from flowsim import _figure_style, _plots, load_run, plot_comparison
 from flowsim._results import write_json, write_npz
 from flowsim.cli import main
 from flowsim.systems.cooccurrence import figures
@@ -88,13 +94,13 @@ def _assert_pngs(paths: list[pathlib.Path], out_dir: pathlib.Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _low_dpi(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(_plots, "DPI", 60)  # same figures, cheaper rasterization
+    monkeypatch.setattr(_figure_style, "DPI", 60)  # same figures, cheaper rasterization
 
 
 @pytest.fixture
-def vlines(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str]]:
+def vlines(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, Any]]:
     """Every vertical line drawn (x, label): the event marks."""
-    drawn: list[tuple[float, str]] = []
+    drawn: list[tuple[float, Any]] = []
     orig = Axes.axvline
 
     def spy(self, x=0, *args, **kwargs):
@@ -113,8 +119,8 @@ def test_failed_run_with_sgd(tmp_path: pathlib.Path, vlines):
     assert run.system == "cooccurrence" and run.config["lr"] == 0.1
     assert run.event_marks() == [(2.5, "end of Phase 1")]
     _assert_pngs(plot_run(run_dir), run_dir)
-    # 1 (scores) + 1 (losses) + 8 (flow vs discrete panels) + 3 (balancing) time panels
-    assert vlines == [(2.5, "end of Phase 1")] * 13
+    # 1 (scores) + 2 (losses: flow, GD) + 16 (flow vs discrete: 8 values, 8 gaps) + 3 (balancing) time panels
+    assert vlines == [(2.5, "end of Phase 1")] * 22
 
 
 def test_missing_sgd_and_phase1_time(tmp_path: pathlib.Path, vlines):
@@ -132,7 +138,7 @@ def test_bare_run_folder(tmp_path: pathlib.Path):
     write_json(tmp_path / "config.json", {"seed": 1})
     run = load_run(tmp_path)
     assert run.config == {} and run.system is None and run.event_marks() == []
-    png = figures.plot_attention_scores(run, tmp_path / "scores.png")
+    png = _figure_style.save_figure(figures.plot_attention_scores(run), tmp_path / "scores.png")
     assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
 
 
@@ -156,13 +162,13 @@ def test_event_marks_keep_fired_events_only(tmp_path: pathlib.Path):
 
 
 def test_generic_comparison_figure(tmp_path: pathlib.Path, vlines):
-    """`flowsim.plot_comparison` draws any observables (missing ones give an empty panel)."""
+    """`flowsim.plot_comparison` draws any observables (a new figure leaves out missing ones)."""
     run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=True, t1=4.0)
     png = plot_comparison(
         load_run(run_dir), {"loss": "loss", "N": "norm", "nope": "missing"}, tmp_path / "c.png", ncols=2
     )
     assert png.read_bytes()[:8] == PNG_SIGNATURE and plt.get_fignums() == []
-    assert vlines == [(4.0, "end of Phase 1")] * 3
+    assert vlines == [(4.0, "end of Phase 1")] * 4  # value and gap panel of each recorded observable
 
 
 def test_plot_command_redraws_a_folder_without_system(tmp_path: pathlib.Path, capsys):
@@ -172,3 +178,51 @@ def test_plot_command_redraws_a_folder_without_system(tmp_path: pathlib.Path, ca
     write_json(run_dir / "config.json", {"config": {"seed": 0}, "seed": 0})
     assert main(["plot", str(run_dir)]) == 0
     assert capsys.readouterr().out.split() == [str(run_dir / f) for f in FILENAMES]
+
+
+def test_plot_functions_draw_into_a_given_ax(tmp_path: pathlib.Path):
+    """`ax=` / `axes=`: the figure drawn into is the one returned, and its axes hold the curves."""
+    run = load_run(_write_run(tmp_path / "run", failed=False, with_sgd=True, t1=2.5))
+    fig, ax = plt.subplots()
+    try:
+        assert figures.plot_attention_scores(run, ax=ax) is fig
+        assert len(ax.get_lines()) >= 8  # four scores, flow and GD
+        fig2, axes = plt.subplots(1, 3)
+        assert figures.plot_balancing(run, axes=list(axes)) is fig2 and all(a.get_lines() for a in axes)
+    finally:
+        plt.close("all")
+    own = figures.plot_losses(run)
+    assert own.axes and plt.get_fignums() == []  # a new figure is not registered with pyplot
+
+
+def test_relative_gap_panels_measure_the_verdicts_gap(tmp_path: pathlib.Path):
+    """The gap panel's GD curve is |x_GD - x_flow| / |x_flow| (pointwise, for the loss)."""
+    run = load_run(_write_run(tmp_path / "run", failed=False, with_sgd=True, t1=2.5))
+    t, gap = _plots.relative_gap(run, "loss", "gd", pointwise=True)  # pyright: ignore[reportGeneralTypeIssues]
+    np.testing.assert_allclose(gap, np.abs(run.gd["loss"] - run.flow["loss"]) / run.flow["loss"])
+    _, seeds = _plots.relative_gap(run, "G1", "sgd", pointwise=False)  # pyright: ignore[reportGeneralTypeIssues]
+    assert seeds.shape == (SEEDS, t.size)
+    np.testing.assert_allclose(seeds[:, -1], np.abs(run.sgd["G1"][:, -1] - run.flow["G1"][-1]) / run.flow["G1"].max())
+
+
+def test_plot_command_writes_pdf(tmp_path: pathlib.Path, capsys):
+    """`flowsim plot DIR --format pdf` writes every figure as a PDF."""
+    run_dir = _write_run(tmp_path / "run", failed=False, with_sgd=False, t1=1.0)
+    assert main(["plot", str(run_dir), "--format", "pdf"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(run_dir / f"{name}.pdf") for name in figures.NAMES]
+    assert all(pathlib.Path(p).read_bytes()[:5] == b"%PDF-" for p in printed)
+    assert not list(run_dir.glob("*.png"))
+
+
+def test_import_selects_no_backend():
+    """Importing flowsim and every figure module keeps the backend the user chose (here "svg" through
+    MPLBACKEND; `matplotlib.use("Agg")` on import would switch it)."""
+    mods = "flowsim, flowsim._plots, flowsim._phase_diagram, " + ", ".join(
+        f"flowsim.systems.{s}.figures"
+        for s in ("cooccurrence", "sensitivity", "spectra", "dyck_attention", "dyck_proxies")
+    )
+    code = f"import {mods}; import matplotlib; print(matplotlib.get_backend())"
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "svg", out.stderr

@@ -94,6 +94,23 @@ def test_training_subset():
     assert np.array_equal(np.asarray(again.train_idx), idx) and np.array_equal(np.asarray(again.y), np.asarray(sub.y))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_random_targets_do_not_depend_on_the_precision(seed):
+    """A float32 process (64-bit types off) draws the float64 run's RANDOM table and training rows
+    for the same seed (`jax.random.bernoulli` would draw a different table: its uniform draw has the
+    default float width)."""
+    config = flowsim.Config("sensitivity", n=8, n_train=100, target="random", seed=seed)
+    key = flowsim.RunKeys.from_seed(seed).data
+    want = sens.make_data(config.task, key, dtype=jnp.float64)
+    with jax.enable_x64(False):
+        got = sens.make_data(config.task, key, dtype=jnp.float32)
+        assert got.y.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got.y, float), np.asarray(want.y))
+    np.testing.assert_array_equal(np.asarray(got.train_idx), np.asarray(want.train_idx))
+    y = np.asarray(want.y)
+    assert set(np.unique(y)) == {0.0, 1.0} and 0.35 < y.mean() < 0.65  # fair coins
+
+
 # ---------------------------------------------------------------- sensitivity
 
 

@@ -53,6 +53,8 @@ class CooccurrenceObserver(eqx.Module):
 
     @classmethod
     def at_init(cls, problem: Problem, kind: Array) -> CooccurrenceObserver:
+        """The observer of `problem`, holding its initial model's attention patterns and the random-token
+        overlap of its samples; `kind`: each sample's type (1-4)."""
         model = problem.model(problem.params0)
         p0 = _attention_jit(model, problem.inputs)
         overlap = random_token_overlap(problem.inputs, problem.targets, model.W_V.shape[1])

@@ -1,24 +1,37 @@
 """Figures of a dyck-attention run: the training curves of flow vs GD vs the minibatch comparator, and
-the final attention on the probe of each (flow, GD, first minibatch seeds), side by side."""
+the final attention on the probe of each (flow, GD, first minibatch seeds), side by side on one colour
+scale. Plot functions take `ax=` / `axes=` and return the Figure; `plot_run` writes them."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from ..._plots import plot_comparison
-from ..._results import RunData
+from ..._figure_style import new_figure, root_figure, write_figures
+from ..._plots import comparison_figure
+from ..._results import RunData, load_run
 
 PANELS = {
     "loss": "training cross-entropy",
     "acc_test": "held-out closing accuracy",
-    "acc_long": "long-string closing accuracy",
-    "stack": "stack-likeness (probe)",
-    "balance": "balance violation (probe)",
-    "lambda_max": r"$\lambda_{max}$ (Hessian)",
+    "acc_long": "closing accuracy\non long strings",
+    "stack": "stack-likeness\n(attention on the probe)",
+    "balance": "balance violation\n(attention on the probe)",
+    "lambda_max": r"top Hessian eigenvalue $\lambda_{\max}$",
 }
+
+
+def probe_labels(size: int) -> list[str]:
+    """Tick labels of the probe START, D x "(", D x ")", D x "[", D x "]" (its positions when the
+    size is not 1 + 4 D)."""
+    depth, rest = divmod(size - 1, 4)
+    if rest or depth < 1:
+        return [str(i) for i in range(size)]
+    return ["S"] + [b for b in "()[]" for _ in range(depth)]
 
 
 def _last(series: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
@@ -26,46 +39,58 @@ def _last(series: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
     return None if not ok.size else series[ok[-1]]
 
 
-def plot_heatmaps(
-    patterns: Sequence[np.ndarray], titles: Sequence[str], probe_labels: Sequence[str], path: pathlib.Path
-) -> pathlib.Path:
-    """Draw attention patterns (layers, P, P) side by side, one column per model, one row per layer.
+def attention_heatmaps(
+    patterns: Sequence[np.ndarray], titles: Sequence[str], labels: Sequence[str] | None = None, *, axes=None
+) -> Figure:
+    """Attention patterns (layers, P, P) side by side, one column per model and one row per layer,
+    on one colour scale [0, 1] with one colour bar; rows are queries, columns keys.
 
-    Args:
+    Arguments:
         patterns: one array (layers, P, P) per model.
         titles: a title per model.
-        probe_labels: a tick label per probe position.
-        path: the image file to write.
+        labels: a tick label per probe position (default `probe_labels`).
+        axes: axes of shape (layers, models) to draw into; default a new figure.
 
     Returns:
-        `path`.
+        The Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = patterns[0].shape[0]
-    fig, axes = plt.subplots(layers, len(patterns), figsize=(2.6 * len(patterns), 2.6 * layers), squeeze=False)
-    axes = np.asarray(axes).reshape(layers, len(patterns))
+    layers, size = patterns[0].shape[0], patterns[0].shape[-1]
+    labels = list(labels) if labels is not None else probe_labels(size)
+    if axes is None:
+        fig, grid = new_figure(layers, len(patterns), figsize=(2.9 * len(patterns) + 1.2, 2.9 * layers + 0.6))
+        fig.suptitle("Attention on the probe at the end of training (rows: queries, columns: keys)")
+    else:
+        grid = np.asarray(axes, dtype=object).reshape(layers, len(patterns))
+        fig = root_figure(grid[0, 0])
+    step = max(1, size // 12)  # at most about a dozen tick labels
+    im = None
     for j, (pat, title) in enumerate(zip(patterns, titles)):
         for li in range(layers):
-            ax = axes[li, j]
-            ax.imshow(pat[li], vmin=0, vmax=1, cmap="viridis")
-            ax.set_title(f"{title} L{li + 1}", fontsize=8)
-            ax.set_xticks(range(len(probe_labels)), probe_labels, fontsize=5, rotation=90)
-            ax.set_yticks(range(len(probe_labels)), probe_labels, fontsize=5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+            ax = grid[li, j]
+            im = ax.imshow(pat[li], vmin=0, vmax=1, cmap="viridis")
+            ax.set_title(f"{title}, layer {li + 1}" if layers > 1 else title, fontsize="medium")
+            ax.set_xticks(range(0, size, step), labels[::step], fontsize="small")
+            ax.set_yticks(range(0, size, step), labels[::step], fontsize="small")
+            if j == 0:
+                ax.set_ylabel("query")
+            if li == layers - 1:
+                ax.set_xlabel("key")
+    if im is not None:
+        fig.colorbar(im, ax=list(grid.ravel()), label="attention weight", shrink=0.8)
+    return fig
 
 
-def plot_run(run: RunData, out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """The training curves and the probe-attention heatmaps of a saved run."""
-    out = [plot_comparison(run, PANELS, out_dir / "training.png")]
+def plot_training(run: RunData, *, axes=None) -> Figure:
+    """Flow vs GD vs the minibatch comparator on `PANELS` (those recorded), with gaps to the flow."""
+    panels = {k: v for k, v in PANELS.items() if k in run.flow or k in run.gd or k in run.sgd}
+    return comparison_figure(run, panels, log_y=("loss", "lambda_max"), ncols=3, axes=axes, sgd_name="minibatch")
+
+
+def final_patterns(run: RunData) -> tuple[list[np.ndarray], list[str]]:
+    """The probe attention at the last finite save point of the flow, GD and the first three
+    minibatch seeds, with their names."""
     pats, titles = [], []
-    for name, obs in (("flow", run.flow), ("GD", run.gd)):
+    for name, obs in (("gradient flow", run.flow), ("GD", run.gd)):
         if obs and "probe_attn" in obs:
             p = _last(np.asarray(obs["probe_attn"]), np.asarray(obs["loss"]))
             if p is not None:
@@ -77,8 +102,20 @@ def plot_run(run: RunData, out_dir: pathlib.Path) -> list[pathlib.Path]:
             p = _last(att[s], loss[s])
             if p is not None:
                 pats.append(p)
-                titles.append(f"minibatch {s}")
-    if pats:
-        labels = [str(i) for i in range(pats[0].shape[-1])]
-        out.append(plot_heatmaps(pats, titles, labels, out_dir / "attention.png"))
-    return out
+                titles.append(f"minibatch seed {s}")
+    return pats, titles
+
+
+def plot_attention(run: RunData) -> Figure | None:
+    """`attention_heatmaps` of `final_patterns`; None when no run recorded the probe attention."""
+    pats, titles = final_patterns(run)
+    return attention_heatmaps(pats, titles) if pats else None
+
+
+def plot_run(
+    run_or_path: RunData | str | os.PathLike, out_dir: str | os.PathLike | None = None, fmt: str | None = None
+) -> list[pathlib.Path]:
+    """Write the training curves (`training`) and the probe-attention heatmaps (`attention`) of a
+    saved run into `out_dir` (default the run folder) in format `fmt`; returns the paths written."""
+    run = run_or_path if isinstance(run_or_path, RunData) else load_run(run_or_path)
+    return write_figures(run, out_dir, [(plot_training, "training"), (plot_attention, "attention")], fmt)

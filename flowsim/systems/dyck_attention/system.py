@@ -16,6 +16,7 @@ from ..._config import Config
 from ..._problem import make_problem
 from ..._results import RunData
 from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, Setup
+from ..._validate import MemoryParts, run_bytes, transformer_params, transformer_values
 from ..._verdicts import Verdict
 from .config import DyckAttentionConfig
 from .data import DyckData, make_data
@@ -76,6 +77,30 @@ class DyckAttentionSystem(AbstractSystem):
 
     def train_size(self, task: DyckAttentionConfig) -> int:
         return task.train_size
+
+    def memory_bytes(self, config: Config) -> float:
+        """A generous estimate of the bytes a run holds at once (checked by the CLI before any work;
+        `flowsim._validate.run_bytes`): the token rows (host copies while sampling, device arrays), the
+        model's gradients on rows of `max_len` + 1 tokens (attention maps: length^2 per row), the
+        observer's forward passes on the training rows and on the held-out and long rows (padded to
+        `long_max` + 1), the balance violation's probe masks (2^(depth - 1) assignment sets per query)
+        and the recorded probe attention maps."""
+        t: DyckAttentionConfig = config.task
+        V, d, one = 3 + 2 * t.k, t.d_model, t.arch == "one_layer"
+        layers, mlp = (1, 0) if one else (2, t.mlp_hidden)
+        P = transformer_params(tokens_in=0, d=d, mlp=mlp, layers=layers, out=V, extra=0 if one else 2 * d)
+
+        def values(length: int, forward: bool = False) -> float:
+            return transformer_values(length=length, d=d, heads=1, mlp=mlp, layers=layers, out=V, forward=forward)
+
+        g, width, probe = values(t.max_len + 1), max(t.max_len, t.long_max) + 1, 4 * t.depth + 1
+        queries = 2 * max(t.depth - 1, 1)
+        balance = 3 * queries * (2 * t.depth + 2 ** (t.depth - 1)) * (probe + d)
+        forward = t.n_train * values(t.max_len + 1, True) + (t.n_test + t.n_long) * values(width, True)
+        observer = forward + balance
+        positions = (t.n_train + t.n_test) * (t.max_len + 1) + (t.n_test + t.n_long) * width
+        parts = MemoryParts(P, g, observer, data_bytes=48 * positions, recorded=layers * probe * probe)
+        return run_bytes(config, parts)
 
     def setup(self, config: Config, keys: RunKeys, model: Any = None, data: Any = None) -> Setup:
         task: DyckAttentionConfig = config.task

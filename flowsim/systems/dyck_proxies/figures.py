@@ -1,60 +1,77 @@
 """Figures of a dyck-proxies run: the training curves of the flow, GD and the minibatch comparator,
-and the proxy gaps of the run's final models (from `summary.json`)."""
+and the proxy gaps of the run's final models (from `summary.json`). Plot functions take `ax=` /
+`axes=` and return the Figure; `plot_run` writes them."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from ..._plots import plot_comparison
-from ..._results import RunData
+from ..._figure_style import figure_of, write_figures
+from ..._plots import comparison_figure
+from ..._results import RunData, load_run
 from .data import SYSTEMATIC
 from .proxies import FAMILIES
 
+PANELS = {
+    "loss": "training cross-entropy",
+    "accuracy": "closing accuracy (argmax)",
+    "accuracy_ratio": "closing accuracy\n(probability ratio > 0.8)",
+    "lambda_max": r"top Hessian eigenvalue $\lambda_{\max}$",
+}
 
-def plot_training(run: RunData, path: pathlib.Path) -> pathlib.Path:
+
+def plot_training(run: RunData, *, axes=None) -> Figure:
     """Loss (log y), closing-bracket accuracy by argmax and by Hewitt's ratio rule, and the top Hessian
-    eigenvalue when recorded: gradient flow (solid), GD (dashed), minibatch (mean and min-max band)."""
-    panels = {
-        "loss": "training cross-entropy",
-        "accuracy": "closing accuracy (argmax)",
-        "accuracy_ratio": "closing accuracy (ratio > 0.8)",
-        "lambda_max": r"$\lambda_{max}$ (Hessian)",
-    }
-    return plot_comparison(run, panels, path, ncols=4)
+    eigenvalue when recorded: gradient flow (solid), GD (dashed), minibatch (mean and min-max band),
+    each over its gap to the flow (`flowsim._plots.comparison_figure`)."""
+    panels = {k: v for k, v in PANELS.items() if k in run.flow or k in run.gd or k in run.sgd}
+    return comparison_figure(run, panels, log_y=("loss", "lambda_max"), axes=axes, sgd_name="minibatch")
 
 
-def plot_gaps(run: RunData, path: pathlib.Path) -> pathlib.Path | None:
-    """Agreement gap (iid - split) of each family's chosen proxy on the systematic splits, for the
-    flow's model (from the `illusion.flow` verdict's figures); None when the run has no flow study."""
-    import matplotlib
+def plot_gaps(run: RunData, *, ax: Axes | None = None) -> Figure | None:
+    """Agreement gap (in distribution minus split) of each family's chosen proxy on the systematic
+    splits, for the flow's model (from the `illusion.flow` verdict's figures); None when the run has
+    no flow study.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Arguments:
+        run: the loaded run folder.
+        ax: axes to draw into; default a new figure.
 
+    Returns:
+        The Figure, or None.
+    """
     figs = next((v["figures"] for v in run.summary.get("verdicts", []) if v["name"] == "illusion.flow"), None)
     if figs is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.25
+    fig, ax, own = figure_of(ax, figsize=(6.4, 3.8))
+    width = 0.8 / len(FAMILIES)
     for i, f in enumerate(FAMILIES):
         vals = [figs.get(f"{f}_gap_{s}") for s in SYSTEMATIC]
         y = np.asarray([np.nan if v is None else v for v in vals], float)
-        ax.bar(np.arange(len(SYSTEMATIC)) + (i - 1) * width, y, width, label=f"{f} (size {figs.get(f'{f}_size')})")
+        x = np.arange(len(SYSTEMATIC)) + (i - (len(FAMILIES) - 1) / 2) * width
+        ax.bar(x, y, width, label=f"{f} (size {figs.get(f'{f}_size')})")
     ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(SYSTEMATIC)), list(SYSTEMATIC))
-    ax.set_ylabel("agreement gap (iid - split)")
-    ax.set_title("flow-trained model: proxy gaps")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_xticks(np.arange(len(SYSTEMATIC)), [s.replace("_", " ") for s in SYSTEMATIC])
+    ax.set_xlabel("held-out split")
+    ax.set_ylabel("agreement gap with the model\n(in distribution $-$ split)")
+    ax.grid(True, axis="y", alpha=0.3)
+    if own:
+        ax.set_title("Proxy gaps of the flow-trained model")
+        fig.legend(loc="outside lower center", ncols=len(FAMILIES), fontsize="small")
+    else:
+        ax.legend(fontsize="small")
+    return fig
 
 
-def plot_run(run: RunData, out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Draw every figure of a run into `out_dir`."""
-    out = [plot_training(run, out_dir / "training.png")]
-    gaps = plot_gaps(run, out_dir / "proxy_gaps.png")
-    return out + ([gaps] if gaps is not None else [])
+def plot_run(
+    run_or_path: RunData | str | os.PathLike, out_dir: str | os.PathLike | None = None, fmt: str | None = None
+) -> list[pathlib.Path]:
+    """Write the training curves (`training`) and, with a flow study, the proxy gaps (`proxy_gaps`)
+    into `out_dir` (default the run folder) in format `fmt`; returns the paths written."""
+    run = run_or_path if isinstance(run_or_path, RunData) else load_run(run_or_path)
+    return write_figures(run, out_dir, [(plot_training, "training"), (plot_gaps, "proxy_gaps")], fmt)

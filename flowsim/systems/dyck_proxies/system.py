@@ -18,6 +18,7 @@ from ..._dyck import DyckLanguage
 from ..._problem import Problem, make_problem
 from ..._results import RunData
 from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, Setup
+from ..._validate import MemoryParts, run_bytes, transformer_params, transformer_values
 from ..._verdicts import Verdict
 from .config import DyckProxiesConfig
 from .data import DyckProxiesData, DyckSplit, make_data
@@ -110,6 +111,26 @@ class DyckProxiesSystem(AbstractSystem):
 
     def train_size(self, task: DyckProxiesConfig) -> int:
         return task.n_train
+
+    def memory_bytes(self, config: Config) -> float:
+        """A generous estimate of the bytes a run holds at once (checked by the CLI before any work;
+        `flowsim._validate.run_bytes`): the token rows of the training set and of the four test splits
+        (rows of `long_max` + 1 tokens; host copies while sampling, device arrays), the model's
+        gradients (attention maps: length^2 per row), the observer's forward pass on the training rows
+        and, after the runs, the proxy study (the layer-2 inputs of every training row, then one
+        proxy's forward pass over a test split at a time)."""
+        t: DyckProxiesConfig = config.task
+        V, d, mlp = vocab_of(t), t.d_model, t.mlp_hidden
+        P = transformer_params(tokens_in=V, d=d, mlp=mlp, layers=2, out=V)
+
+        def values(length: int, forward: bool = False) -> float:
+            return transformer_values(length=length, d=d, heads=1, mlp=mlp, layers=2, out=V, forward=forward)
+
+        g, f, f_test = values(t.row_len), values(t.row_len, True), values(t.long_max + 1, True)
+        observer = t.n_train * (f + 3 * t.row_len * V)
+        after = t.n_train * (f + 3 * t.row_len * d) + 2 * t.n_test * f_test
+        positions = t.n_train * t.row_len + 4 * t.n_test * (t.long_max + 1)
+        return run_bytes(config, MemoryParts(P, g, observer, data_bytes=64 * positions, after=after))
 
     def setup(self, config: Config, keys: RunKeys, model: Any = None, data: Any = None) -> Setup:
         task: DyckProxiesConfig = config.task

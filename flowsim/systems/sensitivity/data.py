@@ -6,7 +6,8 @@ x_j maps row i to row i XOR 2^(n-j). The Walsh-Hadamard transform of `metrics` u
 
 **Targets** (values in {0, 1} except MEAN): PARITY = sum x mod 2, MAJORITY = 1 iff sum x > n/2 (a tie,
 possible for even n only, gives 0; odd n has none), FIRST = x_1, MEAN = sum x / n (real), RANDOM = an
-independent fair coin per row, drawn from the data key.
+independent fair coin per row, drawn from the data key as integer bits (`random_coins`: the same table
+in float32 and float64 runs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ def bit_table(n: int) -> Int[Array, "N n"]:
     return (i[:, None] >> shifts[None, :]) & jnp.asarray(1, TOKEN_DTYPE)
 
 
+def random_coins(key: Array, rows: int) -> Int[Array, " N"]:
+    """`rows` independent fair coins (0/1 tokens) from `key`: the top bit of 32 random bits per row.
+
+    Integer bits do not depend on the float precision or on whether 64-bit types are enabled
+    (`jax.random.bernoulli` compares a uniform draw of the default float width, a different number in
+    a float32 process than in a float64 one): a float32 run trains on the float64 run's table.
+    """
+    bits = jax.random.bits(key, (rows,), jnp.uint32)
+    return (bits >> jnp.uint32(31)).astype(TOKEN_DTYPE)
+
+
 def target_table(target: str, bits: Int[Array, "N n"], key: Array, dtype: Any = jnp.float64) -> Float[Array, " N"]:
     """The target's value on every row of `bits` (see the module docstring); `key` draws RANDOM.
 
@@ -48,7 +60,7 @@ def target_table(target: str, bits: Int[Array, "N n"], key: Array, dtype: Any = 
     elif target == "mean":
         return ones.astype(dtype) / jnp.asarray(n, dtype)
     elif target == "random":
-        y = jax.random.bernoulli(key, 0.5, (bits.shape[0],)).astype(TOKEN_DTYPE)
+        y = random_coins(key, bits.shape[0])
     else:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     return y.astype(dtype)

@@ -18,6 +18,7 @@ from ..._experiment import LossBelow
 from ..._problem import Problem, make_problem
 from ..._results import RunData
 from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, Setup
+from ..._validate import MemoryParts, run_bytes, transformer_params, transformer_values
 from ..._verdicts import Verdict
 from .config import SensitivityConfig
 from .data import TOKEN_DTYPE, SensitivityData, make_data
@@ -144,6 +145,25 @@ class SensitivitySystem(AbstractSystem):
 
     def train_size(self, task: SensitivityConfig) -> int:
         return task.train_size
+
+    def memory_bytes(self, config: Config) -> float:
+        """A generous estimate of the bytes a run holds at once (checked by the CLI before any work;
+        `flowsim._validate.run_bytes`): the table of 2^n inputs, the transformer's gradients, and the
+        observer's forward passes on the training rows and the table plus its perturbation sharpness
+        (all 2 x `sharpness_draws` perturbed copies of the parameters and of a training forward pass
+        at once, vmapped)."""
+        t: SensitivityConfig = config.task
+        N, m = 2**t.n, t.train_size
+        P = transformer_params(tokens_in=2 + t.n, d=t.d_model, mlp=t.mlp_hidden, layers=t.layers, out=1)
+        g, f = (
+            transformer_values(
+                length=t.n, d=t.d_model, heads=t.heads, mlp=t.mlp_hidden, layers=t.layers, out=1, forward=forward
+            )
+            for forward in (False, True)
+        )
+        draws = t.sharpness_draws * (2 if t.sharpness_antithetic else 1)
+        observer = (m + N) * f + t.layers * 2 * m * t.n * t.d_model + draws * (2 * P + m * f) + 8 * N
+        return run_bytes(config, MemoryParts(P, g, observer, data_bytes=8 * N * (t.n + 4)))
 
     def setup(self, config: Config, keys: RunKeys, model: Any = None, data: Any = None) -> Setup:
         task: SensitivityConfig = config.task

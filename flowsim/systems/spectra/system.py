@@ -17,6 +17,7 @@ from ..._config import Config
 from ..._problem import make_problem
 from ..._results import RunData
 from ..._system import AbstractSystem, Measure, Prediction, RunKeys, RunRecord, Setup
+from ..._validate import MemoryParts, run_bytes, transformer_params, transformer_values
 from ..._verdicts import Verdict
 from .config import SpectraConfig
 from .data import SpectraData, encode, make_data, sigma
@@ -83,6 +84,27 @@ class SpectraSystem(AbstractSystem):
 
     def train_size(self, task: SpectraConfig) -> int:
         return task.n_train
+
+    def memory_bytes(self, config: Config) -> float:
+        """A generous estimate of the bytes a run holds at once (checked by the CLI before any work;
+        `flowsim._validate.run_bytes`): the training and held-out matrices with their features and
+        targets (and the eigendecompositions that make them), the encoder's gradients, and the
+        observer's forward passes on both sets plus its per-matrix metrics (eigh, SVD, sorting)."""
+        t: SpectraConfig = config.task
+        L, F, n2 = t.tokens, 1 + 2 * t.n, t.n * t.n
+        extra = (F + 1) * t.d_model  # the feature embedding
+        P = transformer_params(tokens_in=0, d=t.d_model, mlp=t.mlp_hidden, layers=t.layers, out=t.out_dim, extra=extra)
+        g, f = (
+            L * F
+            + transformer_values(
+                length=L, d=t.d_model, heads=t.heads, mlp=t.mlp_hidden, layers=t.layers, out=t.out_dim, forward=forward
+            )
+            for forward in (False, True)
+        )
+        matrices = t.n_train + t.n_test
+        observer = matrices * f + t.n_test * (16 * n2 + 4 * t.out_dim)
+        data = 8 * matrices * 4 * (n2 + L * F + t.out_dim)  # generation and encoding copies
+        return run_bytes(config, MemoryParts(P, g, observer, data_bytes=data))
 
     def setup(self, config: Config, keys: RunKeys, model: Any = None, data: Any = None) -> Setup:
         task: SpectraConfig = config.task
