@@ -283,15 +283,16 @@ def _run(
             buf = jax.tree.map(lambda b, x: b.at[slot].set(x, mode="drop"), buf, carry)
         return (carry, prev, buf), mask(observe(k0 + length, carry.params), carry, k0 + length)
 
-    xs = (steps[:-1], jnp.diff(steps), slots)
-    (carry, _, buf), obs = jax.lax.scan(segment, (carry0, conditions(steps[0], carry0.params), buf0), xs)
-    obs0 = mask(observe(steps[0], carry0.params), carry0, steps[0])
-    axis = 1 if batched else 0
-    obs = jax.tree.map(
-        lambda a, b: jnp.concatenate([jnp.expand_dims(a, axis), b.swapaxes(0, axis) if batched else b], axis=axis),
-        obs0,
-        obs,
+    # The save point steps[0] is a segment of no steps, so the observer is compiled once, in the scan
+    # (its program is most of a run's compile time), not once more outside it.
+    k0s = jnp.concatenate([steps[:1], steps[:-1]])
+    lengths = jnp.concatenate([jnp.zeros((1,), steps.dtype), jnp.diff(steps)])
+    slots = None if slots is None else jnp.concatenate([jnp.full((1,), rows, slots.dtype), slots])  # drop
+    (carry, _, buf), obs = jax.lax.scan(
+        segment, (carry0, conditions(steps[0], carry0.params), buf0), (k0s, lengths, slots)
     )
+    if batched:  # (save points, seeds, ...) -> (seeds, save points, ...)
+        obs = jax.tree.map(lambda x: x.swapaxes(0, 1), obs)
     stop_obs = None
     if stop:
         stop_obs = _nan_where(observe_at(jnp.maximum(carry.stop, 0), carry.params), carry.stop < 0)
