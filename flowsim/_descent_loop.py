@@ -37,42 +37,6 @@ def _sgd_indices(key: Array, k: Array, n: int, batch_size: int, sampling: str = 
     return jax.lax.dynamic_slice(perm, ((k % nb) * batch_size,), (batch_size,))
 
 
-def _epoch_shuffle(key: Array, epoch: Array, n: int) -> Array:
-    """The shuffle of the data in `epoch` ("shuffle" sampling): the permutation `_sgd_indices` slices."""
-    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
-
-
-@final
-class _Batches(eqx.Module):
-    """Minibatch indices along a run, the same as `_sgd_indices` gives, without redrawing the epoch's
-    shuffle at every step: the shuffle is carried from step to step and drawn anew only at the first
-    step of an epoch (and once where a segment of steps starts). `key` None: full batch."""
-
-    key: Array | None
-    n: int = eqx.field(static=True)
-    batch_size: int = eqx.field(static=True)
-    sampling: str = eqx.field(static=True)
-
-    def start(self, k: Array) -> Array | None:
-        """The carried state before step k: the shuffle of k's epoch (None when nothing is carried)."""
-        if self.key is None or self.sampling != "shuffle":
-            return None
-        return _epoch_shuffle(self.key, k // (self.n // self.batch_size), self.n)
-
-    def take(self, perm: Array | None, k: Array) -> tuple[Array | None, Array | None]:
-        """(indices of step k, the carried state after it)."""
-        if self.key is None:
-            return None, None
-        if self.sampling != "shuffle":
-            return _sgd_indices(self.key, k, self.n, self.batch_size, self.sampling), None
-        key, nb = self.key, self.n // self.batch_size
-        assert perm is not None
-        old: Array = perm
-        # k is the same for every seed of a vmapped run, so this stays a branch (not a select).
-        new: Array = jax.lax.cond(k % nb == 0, lambda: _epoch_shuffle(key, k // nb, self.n), lambda: old)
-        return jax.lax.dynamic_slice(new, ((k % nb) * self.batch_size,), (self.batch_size,)), new
-
-
 @final
 class Stop(eqx.Module):
     """Stop events of a discrete run (`stop=` of [`gradient_descent`][flowsim.gradient_descent],
@@ -157,16 +121,35 @@ def divergence_limit(problem: Problem, factor: Array) -> Array:
     return jnp.where(loss0 > 0, factor * loss0, jnp.asarray(jnp.inf, loss0.dtype))
 
 
+@final
+class _Batches(eqx.Module):
+    """Minibatch indices of SGD steps (`_sgd_indices` of the run's key); `key` None: full batch.
+
+    Drawing the epoch's shuffle at every step costs nothing measurable here (`python
+    benchmarks/bench_sgd_step.py`: a batch-12 gradient costs what a full-batch one does, and the
+    per-step shuffle under 1% of it), so it is not carried from step to step."""
+
+    key: Array | None
+    n: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    sampling: str = eqx.field(static=True)
+
+    def take(self, k: Array) -> Array | None:
+        if self.key is None:
+            return None
+        return _sgd_indices(self.key, k, self.n, self.batch_size, self.sampling)
+
+
 def _step(problem: Problem, update: Callable[..., tuple[PyTree, PyTree]], c: tuple, k: Array, batches, limit):
-    """Step k from `c` = (params, update state, first diverged step, carried batch state)."""
-    params, vel, bad, perm = c
-    idx, perm = batches.take(perm, k)
+    """Step k from `c` = (params, update state, first diverged step)."""
+    params, vel, bad = c
+    idx = batches.take(k)
     loss, grad = problem.loss_and_grad(params, idx)
     params, vel = update(params, vel, grad)
     # Diverged: the loss left every reasonable bound (|loss| above `limit`) or is not finite (NaN
     # fails the comparison too).
     bad = jnp.where((bad < 0) & ~(jnp.abs(loss) <= limit), k, bad)
-    return params, vel, bad, perm
+    return params, vel, bad
 
 
 def _conditions(stop: tuple[Event, ...], t: Array, params: PyTree, problem: Problem) -> tuple[Array, ...]:
@@ -181,13 +164,13 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
     """Steps k0 + 1 .. k0 + length of one run (fewer if it stops); `prev` the stop conditions at k0,
     checked after every `every` steps of the segment and at its end; `limit` the divergence bound."""
     batches = _Batches(key, problem.n, batch_size, sampling)
-    c0 = (carry.params, carry.state, carry.bad, batches.start(k0))
+    c0 = (carry.params, carry.state, carry.bad)
 
     def steps(j0, n, c):
         return jax.lax.fori_loop(0, n, lambda i, c: _step(problem, update, c, k0 + j0 + i, batches, limit), c)
 
     if not stop:
-        params, state, bad, _ = steps(0, length, c0)
+        params, state, bad = steps(0, length, c0)
         return _Carry(params, state, bad, carry.stop, carry.which), prev
 
     def go_on(wc):
@@ -210,7 +193,7 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
         return j + n, c, halt, (which, now)
 
     init = (jnp.zeros((), length.dtype), c0, carry.stop, (carry.which, prev))
-    _, (params, state, bad, _), halt, (which, prev) = jax.lax.while_loop(go_on, stepped, init)
+    _, (params, state, bad), halt, (which, prev) = jax.lax.while_loop(go_on, stepped, init)
     return _Carry(params, state, bad, halt, which), prev
 
 
