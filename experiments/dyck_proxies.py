@@ -39,6 +39,7 @@ HERE = pathlib.Path(__file__).parent
 SPLITS = ("iid", "unseen", "deep", "long")
 SYSTEMATIC = ("unseen", "deep", "long")
 FAMILIES = ("pca", "kmeans", "svd")
+FAMILY_NAMES = {"pca": "PCA", "kmeans": "k-means", "svd": "SVD"}
 MIN_SEEDS = 3  # fitted seeds needed for an interval (fixed with the thresholds)
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
@@ -203,62 +204,84 @@ def _v4(rows: list[dict[str, Any]], fit_accuracy: float) -> dict[str, Any]:
     return {"status": status, "answer": answer, "pairs": pairs}
 
 
-def _fig_agreement(rows: list[dict[str, Any]], out: pathlib.Path) -> None:
-    import matplotlib
+def _size_band(ax: Any, runs: list[dict[str, Any]], f: str, split: str, color: str, ls: str) -> None:
+    """Agreement of family `f` on `split` against proxy size: mean over seeds and their min-max band
+    (a size a seed did not fit is a gap)."""
+    sizes = sorted({s for r in runs for s in r["families"][f]["sizes"]})
+    y = np.full((len(runs), len(sizes)), np.nan)
+    for i, r in enumerate(runs):
+        fam = r["families"][f]
+        for s, a in zip(fam["sizes"], fam["agreement"][split]):
+            y[i, sizes.index(s)] = np.nan if a is None else a
+    with np.errstate(all="ignore"):
+        lo, mid, hi = np.nanmin(y, 0), np.nanmean(y, 0), np.nanmax(y, 0)
+    ax.fill_between(sizes, lo, hi, color=color, alpha=0.15, lw=0)
+    ax.plot(sizes, mid, color=color, ls=ls, lw=1.4)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _fig_agreement(rows: list[dict[str, Any]], out: pathlib.Path) -> None:
+    from matplotlib.lines import Line2D
+
+    from flowsim._figure_style import legend_outside, new_figure, save_figure
 
     adam = [r for r in rows if r["part"] == "adam"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = new_figure(1, 2, figsize=(12, 4.6))
     x = np.arange(len(SPLITS))
+    handles: list = []
     for i, f in enumerate(FAMILIES):
         cis = [_ci([r["summary"][f].get("agreement", {}).get(s) for r in adam]) for s in SPLITS]
         m = np.asarray([c[0] for c in cis])
         lo, hi = np.asarray([c[1] for c in cis]), np.asarray([c[2] for c in cis])
         sizes = sorted({r["summary"][f]["size"] for r in adam if r["summary"][f]["size"] is not None})
-        axes[0].errorbar(x + 0.1 * (i - 1), m, yerr=[m - lo, hi - m], marker="o", capsize=3,
-                         label=f"{f} (size {sizes})")  # fmt: skip
-        for r in adam:
-            fam = r["families"][f]
-            axes[1].plot(fam["sizes"], fam["agreement"]["iid"], color=f"C{i}", lw=0.8, alpha=0.7)
-            axes[1].plot(fam["sizes"], fam["agreement"]["deep"], color=f"C{i}", lw=0.8, ls="--", alpha=0.7)
-        axes[1].plot([], [], color=f"C{i}", label=f)
-    axes[0].set_xticks(x, list(SPLITS))
-    axes[0].set_ylabel("agreement with the model")
-    axes[0].set_title("chosen proxy (iid >= 0.99): mean, 95% CI over all Adam seeds")
-    axes[0].legend(fontsize=7)
-    axes[1].set_xscale("log", base=2)
-    axes[1].set_xlabel("rank r / centroids c")
-    axes[1].set_title("agreement vs size (solid iid, dashed deep), each seed")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "agreement_vs_split.png", dpi=110)
-    plt.close(fig)
+        chosen = f"chosen size {', '.join(map(str, sizes))}" if sizes else "no size reaches iid 0.99"
+        axes[0, 0].errorbar(x + 0.1 * (i - 1), m, yerr=[m - lo, hi - m], color=f"C{i}", marker="o", capsize=3)
+        _size_band(axes[0, 1], adam, f, "iid", f"C{i}", "-")
+        _size_band(axes[0, 1], adam, f, "deep", f"C{i}", "--")
+        handles.append(Line2D([], [], color=f"C{i}", marker="o", label=f"{FAMILY_NAMES.get(f, f)} ({chosen})"))
+    handles += [Line2D([], [], color="k", label="iid split"), Line2D([], [], color="k", ls="--", label="deep split")]
+    axes[0, 0].set_xticks(x, list(SPLITS))
+    axes[0, 0].set(xlabel="test split", ylabel="agreement of proxy and model")
+    axes[0, 0].set_title(
+        "chosen proxy (smallest with iid agreement $\\geq$ 0.99):\nmean and 95% interval over Adam seeds"
+    )
+    axes[0, 1].set_xscale("log", base=2)
+    axes[0, 1].set(xlabel="proxy size (rank $r$ or centroids $c$)")
+    axes[0, 1].set_title("agreement against proxy size:\nmean and min-max band over Adam seeds")
+    for ax in axes[0]:
+        ax.grid(True, alpha=0.3)
+    legend_outside(fig, handles, own=True, ncols=5)
+    save_figure(fig, out / "agreement_vs_split.png")
 
 
 def _fig_flow(rows: list[dict[str, Any]], out: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from flowsim._figure_style import legend_outside, log_time_axis, new_figure, save_figure
 
     flows = [r for r in rows if r["optimizer"] == "flow"]
     if not flows:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for r in flows:
-        c = r["curve"]
-        for ax, key in zip(axes, ("loss", "accuracy", "lambda_max")):
-            ax.plot(c["t"], c[key], marker=".", label=f"seed {r['seed']}")
-            ax.set_title(key)
-            ax.set_xlabel("flow time t")
-    axes[0].set_yscale("log")
-    axes[2].set_yscale("log")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "flow.png", dpi=110)
-    plt.close(fig)
+    panels = {
+        "loss": "training cross-entropy",
+        "accuracy": "closing accuracy (argmax)",
+        "lambda_max": r"top Hessian eigenvalue $\lambda_{\max}$",
+    }
+    fig, axes = new_figure(1, 3, figsize=(13, 4.2))
+    for ax, key in zip(axes[0], panels):
+        for i, r in enumerate(flows):
+            c = r["curve"]
+            ax.plot(c["t"], c[key], marker=".", color=f"C{i}", label=f"gradient flow, seed {r['seed']}")
+        ax.set_ylabel(panels[key])
+        y = np.asarray([v for r in flows for v in r["curve"][key]], float)
+        y = y[np.isfinite(y)]
+        if key != "accuracy" and y.size and y.min() > 0 and y.max() > 30 * y.min():  # log where it spans decades
+            ax.set_yscale("log")
+        t = np.asarray([v for r in flows for v in r["curve"]["t"]], float)
+        if (t > 0).any() and t.max() > 100 * t[t > 0].min():
+            log_time_axis(ax)
+        else:
+            ax.set_xlabel("flow time $t$")
+        ax.grid(True, alpha=0.3)
+    legend_outside(fig, axes[0, 0].get_legend_handles_labels()[0], own=True)
+    save_figure(fig, out / "flow.png")
 
 
 def write_report(rows: list[dict[str, Any]], v: dict[str, Any], out: pathlib.Path) -> None:

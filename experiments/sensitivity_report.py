@@ -48,20 +48,21 @@ def fitted_rows(rows: list[dict[str, Any]], part: str, target: str) -> list[dict
     return [r for r in rows if r["part"] == part and r["target"] == target and r["fitted"]]
 
 
-def plot(rows: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
-    """sharpness_vs_n.png (per target: seeds as points, median line and seed band; flow as crosses) and
-    flow_vs_adam.png (loss and perturbation sharpness over time, PARITY seed 0, the largest flow n)."""
-    import matplotlib
+PANELS = {
+    "loss": "training loss (MSE)",
+    "pert_sharpness": "perturbation sharpness",
+    "lambda_max": r"top Hessian eigenvalue $\lambda_{\max}$",
+    "tradeoff": r"LayerNorm blow-up $\times\ \|\theta\|^2$",
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for ax, key, label in zip(
-        axes,
-        ("pert_sharpness", "lambda_max", "tradeoff"),
-        ("perturbation sharpness", r"$\lambda_{max}$", "blow-up x |θ|²"),
-    ):
+def _sharpness_figure(rows: list[dict[str, Any]]) -> Any:
+    """Per quantity, fitted models against n: Adam seeds as points with their median and min-max band,
+    flows as crosses; one colour per target."""
+    from flowsim._figure_style import legend_outside, new_figure
+
+    fig, axes = new_figure(1, 3, figsize=(15, 4.8))
+    for ax, key in zip(axes[0], ("pert_sharpness", "lambda_max", "tradeoff")):
         for i, t in enumerate(targets_of(rows)):
             for part, marker in (("adam", "o"), ("flow", "x")):
                 fit = [r for r in fitted_rows(rows, part, t) if (r.get(key) or 0) > 0]
@@ -69,37 +70,50 @@ def plot(rows: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
                     continue
                 n = np.array([r["n"] for r in fit])
                 v = np.array([r[key] for r in fit], float)
-                ax.scatter(n, v, color=f"C{i}", marker=marker, alpha=0.6, label=f"{t} ({part})")
-                if part == "adam":  # median line, band from the lowest to the highest seed
+                name = "gradient flow" if part == "flow" else "Adam"
+                ax.scatter(n, v, color=f"C{i}", marker=marker, s=22, alpha=0.6, label=f"{t.upper()}: {name}")
+                if part == "adam":
                     ns = np.unique(n)
                     ax.plot(ns, [np.median(v[n == k]) for k in ns], color=f"C{i}", lw=1.5)
                     lo, hi = ([f(v[n == k]) for k in ns] for f in (np.min, np.max))
                     ax.fill_between(ns, lo, hi, color=f"C{i}", alpha=0.15, lw=0)
-        ax.set_yscale("log")
-        ax.set_xlabel("n (bits)")
-        ax.set_title(f"{label} of fitted models")
+        ax.set(yscale="log", xlabel="input bits $n$", ylabel=PANELS[key])
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    paths = [out / "sharpness_vs_n.png"]
-    fig.savefig(paths[0], dpi=110)
-    plt.close(fig)
+    fig.suptitle("Fitted models against $n$ (Adam: median line, min-max band over seeds)")
+    legend_outside(fig, axes[0, 0].get_legend_handles_labels()[0], own=True, ncols=6)
+    return fig
+
+
+def _flow_vs_adam_figure(f: dict[str, Any], a: dict[str, Any] | None) -> Any:
+    """Loss and sharpness of one flow and the Adam run of the same (target, n, seed) over time."""
+    from flowsim._figure_style import legend_outside, log_time_axis, new_figure
+
+    fig, axes = new_figure(1, 3, figsize=(15, 4.6))
+    for ax, key in zip(axes[0], ("loss", "pert_sharpness", "lambda_max")):
+        for r, name, color in ((f, "gradient flow", "C0"), (a, r"Adam (time $t$ = step $\times$ step size)", "C1")):
+            if r is not None:
+                t, v = np.array(r["curves"]["t"], float), np.array(r["curves"][key], float)
+                ok = (t >= 0) & np.isfinite(v) & (v > 0)  # log y: non-positive values are gaps
+                ax.plot(t, np.where(ok, v, np.nan), color=color, label=name)
+        ax.set(yscale="log", ylabel=PANELS[key])
+        log_time_axis(ax, label="time $t$")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{f['target'].upper()}, $n = {f['n']}$, seed {f['seed']}: gradient flow against Adam")
+    legend_outside(fig, axes[0, 0].get_legend_handles_labels()[0], own=True)
+    return fig
+
+
+def plot(rows: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+    """sharpness_vs_n.png (per target: seeds as points, median line and seed band; flow as crosses) and
+    flow_vs_adam.png (loss and perturbation sharpness over time, PARITY seed 0, the largest flow n)."""
+    from flowsim._figure_style import save_figure
+
+    paths = [save_figure(_sharpness_figure(rows), out / "sharpness_vs_n.png")]
     flows = [r for r in rows if r["part"] == "flow" and "curves" in r]
     if flows:
         f = max(flows, key=lambda r: r["n"])
         a = next((r for r in rows if r["part"] == "adam" and r["n"] == f["n"] and "curves" in r), None)
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-        for ax, key in zip(axes, ("loss", "pert_sharpness", "lambda_max")):
-            for r, name in ((f, "gradient flow"), (a, "Adam (t = step x lr)")):
-                if r is not None:
-                    t, v = np.array(r["curves"]["t"], float), np.array(r["curves"][key], float)
-                    ok = (t > 0) & np.isfinite(v) & (v > 0)
-                    ax.plot(t[ok], v[ok], label=name)
-            ax.set(xscale="log", yscale="log", xlabel="time t", title=f"{key}: parity, n = {f['n']}, seed 0")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-        paths.append(out / "flow_vs_adam.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(_flow_vs_adam_figure(f, a), out / "flow_vs_adam.png"))
     return paths
 
 
@@ -163,3 +177,22 @@ def escape_table(rows: list[dict[str, Any]], adam_lr: float) -> list[str]:
             " largest n the slope is a lower bound)"
         )
     return lines
+
+
+if __name__ == "__main__":  # redraw the figures from a finished run's runs.jsonl
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Redraw the sensitivity figures from runs.jsonl (no rerun).")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results" / "sensitivity")
+    folder = p.parse_args().out
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
+    verdicts_file = folder / "verdicts.json"
+    if verdicts_file.is_file():  # the run's own fit rule, as experiments/sensitivity.py applies it
+        from flowsim.systems.sensitivity import is_fitted
+
+        fit_loss = json.loads(verdicts_file.read_text())["args"]["fit_loss"]
+        for r in runs:
+            r["fitted"] = is_fitted(r["loss"], fit_loss)
+    for path in plot(runs, folder):
+        print(path)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 HERE = pathlib.Path(__file__).parent
 LS = list(range(3, 11))
@@ -31,78 +33,103 @@ KAIMING_WIDTHS = [128, 256, 512, 2048, 8192]
 RATIO_NS = [12, 24, 48]  # separation vs n (random-token entries "1/n times slower"), at m = RATIO_M, L = 5
 RATIO_M = 4096
 FOUR = ("C_12", "C_21", "C_31", "C_32")
+INIT_NAMES = {"theory": "theory", "kaiming": "Kaiming"}
 
 
-def plot(disp: dict, regimes: dict[str, dict], out: pathlib.Path) -> None:
-    """(a) attn_disp vs L with a 1/L^2 line; (b, c) seed-mean 3x3 blocks of C; (d) |C| vs m."""
-    import matplotlib
+def _spread(ax: Any, x: np.ndarray, y: np.ndarray, color: str, ls: str = "-", label: str | None = None) -> None:
+    """The geometric mean over seeds at each x (line) and the seeds' min-max band."""
+    xs = np.unique(x)
+    lo, hi = (np.array([f(y[x == v]) for v in xs]) for f in (np.min, np.max))
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+    ax.plot(xs, [np.exp(np.mean(np.log(y[x == v]))) for v in xs], color=color, ls=ls, lw=1.2, label=label)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
-    ax = axes[0]
+def _displacement_panel(ax: Any, disp: dict) -> None:
+    """attn_disp vs L per seed, their band, the fit and the bound's 1/L^2 slope."""
     rows = [r for r in disp["rows"] if np.isfinite(r["attn_disp"])]
     L = np.array([r["L"] for r in rows], float)
     y = np.array([r["attn_disp"] for r in rows], float)
-    for s in sorted({r["seed"] for r in rows}):
+    _spread(ax, L, y, "0.4", label="geometric mean and min-max over seeds")
+    for i, s in enumerate(sorted({r["seed"] for r in rows})):
         sel = np.array([r["seed"] == s for r in rows])
-        ax.loglog(L[sel], y[sel], "o", alpha=0.7, label=f"seed {s}")
+        ax.plot(L[sel], y[sel], "os"[i % 2], color=f"C{i}", ms=4, ls="none", alpha=0.8, label=f"seed {s}")
     grid = np.linspace(L.min(), L.max(), 50)
     logc = np.mean(np.log(y) - disp["slope"] * np.log(L))
-    ax.loglog(
-        grid, np.exp(logc) * grid ** disp["slope"], "-", label=f"fit: slope {disp['slope']:.2f} ± {disp['ci95']:.2f}"
-    )
+    ax.plot(grid, np.exp(logc) * grid ** disp["slope"], "C3-", label="fitted power law")
     anchor = np.exp(np.mean(np.log(y[L == L.min()])))
-    ax.loglog(grid, anchor * (grid / L.min()) ** -2.0, "--", label="1/L² (bound's slope)")
-    ax.set_xlabel("L")
-    ax.set_ylabel("max |p(T) - p(0)| at loss = 0.01")
-    ax.set_title("(a) attention displacement vs L (theory init)")
-    ax.legend(fontsize=7)
-    for ax, (name, res), m in zip(axes[1:3], regimes.items(), (1024, 128)):
-        C = np.array(res["C3_mean"][m])
-        v = np.abs(C).max()
-        im = ax.imshow(C, cmap="RdBu_r", vmin=-v, vmax=v)
-        for i in range(3):
-            for j in range(3):
-                ax.text(j, i, f"{C[i, j]:.2g}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(3), ["q μ1", "q μ2", "q μ3"])
-        ax.set_yticks(range(3), ["k μ1", "k μ2", "k μ3"])
-        ax.set_title(
-            f"({'bc'[name != 'theory']}) C block, {name}, m={m}\nratio min|C4|/max|C_rand| = "
-            f"{np.median([r['ratio'] for r in res['rows'] if r['m'] == m]):.1f}",
-            fontsize=9,
-        )
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    ax = axes[3]
-    for (name, res), mk in zip(regimes.items(), ("o", "s")):
+    ax.plot(grid, anchor * (grid / L.min()) ** -2.0, "k--", lw=1.2, label=r"Cor F.17's bound slope $L^{-2}$")
+    ax.set(xscale="log", yscale="log", xlabel="sequence length $L$")
+    ax.set_xticks(np.unique(L), [f"{v:g}" for v in np.unique(L)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(r"attention displacement $\max |p(T) - p(0)|$")
+    ax.set_title(f"(a) displacement vs $L$ (theory init): slope {disp['slope']:.2f} ± {disp['ci95']:.2f}")
+
+
+def _projections_panel(ax: Any, regimes: dict[str, dict]) -> None:
+    """|C| vs m: the four separated entries and the largest random one, seed mean and band per regime,
+    with the paper's slope."""
+    for res, ls in zip(regimes.values(), ("-", "--")):
         m = np.array([r["m"] for r in res["rows"]], float)
-        for k, c in zip((*FOUR, "rand_max"), ("C0", "C1", "C2", "C3", "gray")):
-            ax.loglog(
-                m,
-                np.abs([r[k] for r in res["rows"]]),
-                mk,
-                color=c,
-                alpha=0.6,
-                ms=4,
-                label=f"{k} ({res['fits'][k]['slope']:.2f})" if name == "theory" else None,
-            )
+        for k, c in zip((*FOUR, "rand_max"), ("C0", "C1", "C2", "C3", "0.45")):
+            y = np.abs([r[k] for r in res["rows"]])
+            ok = np.isfinite(y) & (y > 0)
+            _spread(ax, m[ok], y[ok], c, ls)
         w = np.array(sorted(set(m)))
         ref = np.exp(np.mean(np.log(np.abs([r["C_21"] for r in res["rows"] if r["m"] == w[0]]))))
-        ax.loglog(
-            w,
-            ref * (w / w[0]) ** res["predicted_slope"],
-            "--",
-            color="k" if name == "theory" else "m",
-            label=f"{name}: paper's slope {res['predicted_slope']:.2f}",
+        ax.plot(w, ref * (w / w[0]) ** res["predicted_slope"], ls, color="m", lw=2.2, alpha=0.6)
+    ax.set(xscale="log", yscale="log", xlabel="attention width $m$", ylabel=r"$|C_{i_1 i_2}|$ at loss 0.01")
+    ax.set_title("(b) score-change projections vs $m$ (band: min-max over seeds)")
+
+
+def _projection_handles(regimes: dict[str, dict]) -> list:
+    from matplotlib.lines import Line2D
+
+    names = {"C_12": "$C_{12}$", "C_21": "$C_{21}$", "C_31": "$C_{31}$", "C_32": "$C_{32}$", "rand_max": "max random"}
+    out = [Line2D([], [], color=c, label=names[k]) for k, c in zip(names, ("C0", "C1", "C2", "C3", "0.45"))]
+    for (name, res), ls in zip(regimes.items(), ("-", "--")):
+        slopes = ", ".join(f"{res['fits'][k]['slope']:.2f}" for k in names if k in res["fits"])
+        init = INIT_NAMES.get(name, name)
+        out.append(Line2D([], [], color="k", ls=ls, label=f"{init} init (fitted slopes {slopes})"))
+        label = f"{init} init: paper's slope {res['predicted_slope']:.2f}"
+        out.append(Line2D([], [], color="m", ls=ls, lw=2.2, alpha=0.6, label=label))
+    return out
+
+
+def _block_panels(fig: Any, axes: Any, regimes: dict[str, dict]) -> None:
+    """Seed-mean 3x3 blocks of C, each divided by its largest |entry|, on one shared colour scale."""
+    im = None
+    for ax, (name, res), m, tag in zip(axes, regimes.items(), (1024, 128), "cd"):
+        blocks = {int(k): v for k, v in res["C3_mean"].items()}  # JSON keys are strings
+        C = np.array(blocks[m])
+        im = ax.imshow(C / np.abs(C).max(), cmap="RdBu_r", vmin=-1, vmax=1)
+        for i in range(3):
+            for j in range(3):
+                white = abs(C[i, j]) > 0.6 * np.abs(C).max()  # readable on the dark cells
+                ax.text(j, i, f"{C[i, j]:.2g}", ha="center", va="center", fontsize="small", color="w" if white else "k")
+        ax.set_xticks(range(3), [r"$q\,\mu_1$", r"$q\,\mu_2$", r"$q\,\mu_3$"])
+        ax.set_yticks(range(3), [r"$k\,\mu_1$", r"$k\,\mu_2$", r"$k\,\mu_3$"])
+        ratio = np.median([r["ratio"] for r in res["rows"] if r["m"] == m])
+        init = INIT_NAMES.get(name, name)
+        ax.set_title(
+            f"({tag}) $C$ block, {init} init, $m = {m}$\nseparation min $|C_4|$ / max $|C_{{rand}}|$ = {ratio:.1f}"
         )
-    ax.set_xlabel("width m")
-    ax.set_ylabel("|C| at loss = 0.01")
-    ax.set_title("(d) |C| vs m (o theory init, □ Kaiming)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label=r"$C_{i_1 i_2} / \max |C|$ (entries: $C$)", shrink=0.9)
+
+
+def plot(disp: dict, regimes: dict[str, dict], out: pathlib.Path) -> None:
+    """(a) attn_disp vs L with the bound's 1/L^2 slope; (b) |C| vs m; (c, d) seed-mean 3x3 blocks of C."""
+    from flowsim._figure_style import legend_outside, new_figure, save_figure
+
+    fig, axes = new_figure(2, 2, figsize=(12.5, 10.5))
+    _displacement_panel(axes[0, 0], disp)
+    _projections_panel(axes[0, 1], regimes)
+    _block_panels(fig, axes[1], regimes)
+    for ax in axes[0]:
+        ax.grid(True, alpha=0.3)
+    handles = axes[0, 0].get_legend_handles_labels()[0] + _projection_handles(regimes)
+    legend_outside(fig, handles, own=True, ncols=3)
+    save_figure(fig, out)
 
 
 def _print_C(name: str, res: dict) -> None:

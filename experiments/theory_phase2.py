@@ -105,59 +105,97 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(scans: dict[str, dict], full: dict[str, dict], out: pathlib.Path) -> None:
-    import matplotlib
+REGIME_TITLES = {
+    "experiment": "paper's experiment (Kaiming init, $m = 128$)",
+    "theory": "theory regime (theory init, distinct tokens, $m = 128$)",
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(2, 3, figsize=(15, 8.5))
-    for j, (regime, res) in enumerate(full.items()):
-        c = res["curves"]
-        t = np.asarray(c["t"])
-        a = ax[0, j]
-        a.loglog(t, c["flow_loss"], "k-", label="full flow")
-        a.loglog(t, c["paper_loss"], "C0--", label="paper's Phase-2 system")
-        a.loglog(t, c["rand_loss"], "C1:", label="Phase-2 system + random tokens")
-        a.set(title=f"{regime} regime (m=128): loss after T1", xlabel="t", ylabel="loss")
-        a.legend(fontsize=8)
-        a = ax[1, j]
-        a.semilogx(t, c["flow_R"], "k-", label="R, full flow")
-        a.semilogx(t, c["paper_R"], "C0--", label="R, paper's system")
-        a.semilogx(t, c["R_star"], "C3-.", label="R* (fixed point)")
-        a.axhspan(1, 2, color="0.9", zorder=0)
-        a.set(title=f"{regime} regime: balancing ratio R(t)", xlabel="t", ylabel="R")
-        a.legend(fontsize=8)
-    a = ax[0, 2]
-    for key, axis, label in (
-        ("err_rand_loss", "m", "with random tokens, vs m (n=24)"),
-        ("err_loss", "n", "paper's system, vs n (m=16384)"),
+def _curves_panels(ax_loss: Any, ax_r: Any, regime: str, res: dict) -> None:
+    """The flow's loss and balancing ratio after T1 against the Phase-2 systems', on a log time axis."""
+    from flowsim._figure_style import log_time_axis
+
+    c = res["curves"]
+    t = np.asarray(c["t"], float)
+    ax_loss.plot(t, c["flow_loss"], "k-", label="full model's gradient flow")
+    ax_loss.plot(t, c["paper_loss"], "C0--", label="paper's Phase-2 system (Def F.1)")
+    ax_loss.plot(t, c["rand_loss"], "C1:", label="Phase-2 system + random tokens")
+    ax_loss.set(yscale="log", ylabel=r"training loss $\hat L(t)$", title=REGIME_TITLES.get(regime, regime))
+    ax_r.axhspan(1, 2, color="0.9", zorder=0, label=r"Cor F.2's band $1 \leq R \leq 2$")
+    ax_r.plot(t, c["flow_R"], "k-")
+    ax_r.plot(t, c["paper_R"], "C0--")
+    ax_r.plot(t, c["R_star"], "C3-.", label=r"fixed point $R^*(t)$")
+    ax_r.set(ylabel=r"balancing ratio $R(t)$")
+    for ax in (ax_loss, ax_r):
+        log_time_axis(ax, label=r"flow time $t \geq T_1$")
+        ax.grid(True, alpha=0.3)
+
+
+def _error_panel(ax: Any, scans: dict[str, dict]) -> None:
+    """The Phase-2 systems' largest relative loss error against m and n: seeds, their band, slope -1."""
+    for (key, axis, label), color in zip(
+        (
+            ("err_rand_loss", "m", r"+ random tokens, vs width $m$ ($n = 24$)"),
+            ("err_loss", "n", r"paper's system, vs samples $n$ ($m = 16384$)"),
+        ),
+        ("C1", "C0"),
     ):
         rows = scans[axis]["rows"]
         x = np.array([r[axis] for r in rows], float)
-        yv = np.array([r[key] for r in rows], float)
-        a.loglog(x, yv, "o", label=f"{label}: slope {scans[axis]['slope']:.2f}")
+        y = np.array([r[key] for r in rows], float)
+        ok = np.isfinite(y) & (y > 0)
+        x, y = x[ok], y[ok]
         xs = np.unique(x)
-        a.loglog(xs, np.exp(np.mean(np.log(yv))) * np.exp(np.mean(np.log(x))) / xs, "k:", lw=0.8)
-    a.set(title="Phase-2 system: max rel. loss error after T1\n(dotted: slope -1)", xlabel="m or n", ylabel="error")
-    a.legend(fontsize=8)
-    a = ax[1, 2]
-    for regime, res in full.items():
-        c = res["curves"]
-        t, ll, N = (np.asarray(c[k]) for k in ("t", "flow_loss", "flow_N"))
-        X = np.concatenate([[0.0], np.cumsum(0.5 * (N[1:] + N[:-1]) * np.diff(t))])
-        a.plot(X, 1 / ll - 1 / ll[0], label=f"{regime}: c = {res['loss_law']['c']:.3f}")
-        a.plot(X, res["loss_law"]["c"] * X, "k:", lw=0.8)
-    a.set(
+        lo, hi = (np.array([f(y[x == v]) for v in xs]) for f in (np.min, np.max))
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.plot(x, y, "o", color=color, ms=4, label=f"{label}: slope {scans[axis]['slope']:.2f}")
+        ax.plot(xs, np.exp(np.mean(np.log(y))) * np.exp(np.mean(np.log(x))) / xs, "k:", lw=1.0, label="slope $-1$")
+    ax.set(
         xscale="log",
         yscale="log",
-        title="loss law: 1/L - 1/L(T1) vs int N dt (dotted: fit)",
+        xlabel=r"width $m$ or sample count $n$",
+        ylabel=r"largest relative loss error $|\hat L_{\rm system} - \hat L| / \hat L$ after $T_1$",
+        title="Phase-2 systems against the flow",
+    )
+    ax.grid(True, alpha=0.3)
+
+
+def _loss_law_panel(ax: Any, full: dict[str, dict]) -> None:
+    """Thm F.8's loss law: 1/L - 1/L(T1) against the integral of N after T1, with the fitted c."""
+    for (regime, res), color in zip(full.items(), ("C4", "C2")):
+        c = res["curves"]
+        t, ll, N = (np.asarray(c[k], float) for k in ("t", "flow_loss", "flow_N"))
+        X = np.concatenate([[0.0], np.cumsum(0.5 * (N[1:] + N[:-1]) * np.diff(t))])
+        ok = X > 0  # X = 0 at T1 has no place on a log axis
+        ax.plot(
+            X[ok], (1 / ll - 1 / ll[0])[ok], color=color, label=f"{regime}: fitted $c$ = {res['loss_law']['c']:.3f}"
+        )
+        ax.plot(X[ok], res["loss_law"]["c"] * X[ok], ":", color=color, lw=1.2)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        title=r"loss law (Thm F.8): $1/\hat L - 1/\hat L(T_1) = c \int_{T_1}^t N\,ds$",
         xlabel=r"$\int_{T_1}^t N\,ds$",
         ylabel=r"$1/\hat L - 1/\hat L(T_1)$",
     )
-    a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    ax.grid(True, alpha=0.3)
+
+
+def plot(scans: dict[str, dict], full: dict[str, dict], out: pathlib.Path) -> None:
+    """Top: loss after T1 in both regimes (shared scale) and the systems' error vs m and n; bottom:
+    the balancing ratio (shared scale) and the loss law."""
+    from flowsim._figure_style import legend_outside, new_figure, save_figure
+
+    fig, ax = new_figure(2, 3, figsize=(15.5, 9.5))
+    for j, (regime, res) in enumerate(full.items()):
+        _curves_panels(ax[0, j], ax[1, j], regime, res)
+    ax[0, 0].sharey(ax[0, 1])
+    ax[1, 0].sharey(ax[1, 1])
+    _error_panel(ax[0, 2], scans)
+    _loss_law_panel(ax[1, 2], full)
+    handles = [h for a in ax.flat for h in a.get_legend_handles_labels()[0]]
+    legend_outside(fig, handles, own=True, ncols=3)
+    save_figure(fig, out)
 
 
 def main() -> None:

@@ -35,7 +35,6 @@ AXES: dict[str, tuple[list[float], dict[str, Any]]] = {
 CONTROL: dict[str, tuple[list[float], dict[str, Any]]] = {
     "sigma1_small_G0": ([1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8], {"m": 65536, "m1": 16}),
 }
-LABELS = {"m": "width m", "m1": "MLP width m1 (sigma1 = 1/16 fixed)", "sigma1": "sigma1 (m = 4096, m1 = 256)"}
 
 
 def offset_fit(res: dict) -> tuple[float, float]:
@@ -53,44 +52,57 @@ def offset_fit(res: dict) -> tuple[float, float]:
     return float(c0), float(c1)
 
 
+LABELS = {
+    "m": "attention width $m$ ($m_1 = 256$, $\\sigma_1 = 1/\\sqrt{m_1}$)",
+    "m1": "MLP width $m_1$ ($m = 4096$, $\\sigma_1 = 1/16$)",
+    "sigma1": "MLP init scale $\\sigma_1$ ($m = 4096$, $m_1 = 256$)",
+}
+
+
+def seed_spread(ax: Any, x: np.ndarray, y: np.ndarray, color: str = "0.4") -> None:
+    """The geometric mean over seeds at each x (line) and the seeds' min-max band."""
+    xs = np.unique(x)
+    lo, hi = (np.array([f(y[x == v]) for v in xs]) for f in (np.min, np.max))
+    mid = np.array([np.exp(np.mean(np.log(y[x == v]))) for v in xs])
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0, label="min-max over seeds")
+    ax.plot(xs, mid, color=color, lw=1.0, label="geometric mean over seeds")
+
+
 def plot(results: dict[str, dict], out: pathlib.Path) -> None:
-    """One log-log panel per axis: T1 per seed, the fitted line, and the predicted slope through the
-    centroid of the points."""
-    import matplotlib
+    """One log-log panel per axis, sharing the T1 scale: T1 per seed, their mean and min-max band, the
+    fitted line, and the predicted slope through the centroid of the points."""
+    from matplotlib.ticker import NullFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from flowsim._figure_style import legend_outside, new_figure, save_figure
 
-    fig, axs = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2))
-    for ax, (name, res) in zip(np.atleast_1d(axs), results.items()):
+    fig, axs = new_figure(1, len(results), figsize=(4.6 * len(results), 4.6), sharey=True)
+    for ax, (name, res) in zip(axs[0], results.items()):
         rows = [r for r in res["rows"] if np.isfinite(r["T1"])]
         x = np.array([r["value"] for r in rows], float)
         t1 = np.array([r["T1"] for r in rows], float)
-        for s in sorted({r["seed"] for r in rows}):
+        seed_spread(ax, x, t1)
+        for i, s in enumerate(sorted({r["seed"] for r in rows})):
             sel = np.array([r["seed"] == s for r in rows])
-            ax.loglog(x[sel], t1[sel], "o", alpha=0.7, label=f"seed {s}")
+            ax.plot(x[sel], t1[sel], "osD^v"[i % 5], color=f"C{i}", ms=5, alpha=0.8, ls="none", label=f"seed {s}")
         grid = np.geomspace(x.min(), x.max(), 50)
         lx, lt = np.log(x).mean(), np.log(t1).mean()
+        ax.plot(grid, np.exp(lt + res["slope"] * (np.log(grid) - lx)), "C3-", label="fitted power law")
+        ax.plot(grid, np.exp(lt + res["predicted"] * (np.log(grid) - lx)), "k--", lw=1.2, label="Lem 4.1's slope")
+        ax.set(xscale="log", yscale="log", xlabel=LABELS.get(name, name))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if x.max() < 100 * x.min():  # under two decades: a tick at each grid value
+            xs = np.unique(x)
+            ax.set_xticks(xs, [f"1/{1 / v:g}" if v < 1 and (1 / v).is_integer() else f"{v:g}" for v in xs])
         verdict = "holds" if res["holds"] else "fails"
-        ax.loglog(
-            grid,
-            np.exp(lt + res["slope"] * (np.log(grid) - lx)),
-            "-",
-            label=f"fit: {res['slope']:.3f} ± {res['ci95']:.3f} ({verdict})",
+        ax.set_title(
+            f"slope {res['slope']:.2f} ± {res['ci95']:.2f} (95%), predicted {res['predicted']:g}: {verdict}",
+            fontsize="medium",
         )
-        ax.loglog(
-            grid, np.exp(lt + res["predicted"] * (np.log(grid) - lx)), "--", label=f"predicted {res['predicted']:g}"
-        )
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(LABELS[name])
-        ax.set_ylabel("T1 (first time min_i y_i F_i = 0)")
-        ax.set_title(f"T1 vs {name}")
-        ax.legend(fontsize=8)
-    fig.suptitle("End of Phase 1 on the exact reduced flow (n=60, L=5, d=16, sigma0 = 1/sqrt(L m))")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+        ax.grid(True, which="major", alpha=0.3)
+    axs[0, 0].set_ylabel(r"end of Phase 1 $T_1$ (first $t$ with $\min_i y_i F_i = 0$)")
+    fig.suptitle(r"End of Phase 1 on the exact reduced flow ($n = 60$, $L = 5$, $d = 16$, $\sigma_0 = 1/\sqrt{L m}$)")
+    legend_outside(fig, axs[0, 0].get_legend_handles_labels()[0], own=True, ncols=7)
+    save_figure(fig, out)
 
 
 def report(name: str, res: dict) -> None:
