@@ -9,6 +9,11 @@ runs from t0 < t1 over save times clipped to [t0, t1], and diffrax calls its eve
 on a step where the condition changed sign; a solve's failures are reported in its `result`, never
 raised. So while flowsim traces a solve, those checks take equinox's "nan" form (no callback), and
 the solve's program is cached like any other.
+
+JAX keeps traces of equinox's check in memory by argument shapes: a check traced earlier in the
+process outside this context (e.g. by `flowsim.solve_flow`, which keeps equinox's default because
+its save times are not checked on the host) can be reused inside it, and that program then has a
+callback again and is not written to the cache. Results are the same either way.
 """
 
 from __future__ import annotations
