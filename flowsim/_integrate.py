@@ -20,6 +20,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from . import _progress
 from ._cacheable import host_callback_free
 from ._checkpoint import Checkpoint
 from ._dynamics import AbstractDynamics
@@ -111,7 +112,7 @@ def _as_events(event: Event | EventCondition | Sequence[Event] | None) -> tuple[
 
 @eqx.filter_jit
 def _piece(
-    dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, progress, rec=False
+    dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, meter, rec=False
 ):
     """One diffeqsolve from (t0, y0) to t1, saving `observer` at `ts` and the state at its end.
 
@@ -164,7 +165,7 @@ def _piece(
         max_steps=max_steps,
         throw=False,
         event=ev,
-        progress_meter=diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter(),
+        progress_meter=meter,
     )
     ys, sol_ts = sol.ys, sol.ts
     assert ys is not None and sol_ts is not None  # saveat records both sub-saves
@@ -229,6 +230,34 @@ def integrate(
     y0, active = _start_state(dynamics, problem, events, ts, start)
     check_dynamics(dynamics, problem, observer, y0, ts[0], events)
     bounds = [i for i in _segment_ends(ts, checkpoint_times) if start is None or float(ts[i]) > start.time]
+    label = f"flow: {type(dynamics).__name__}, {type(solver).__name__}, t in [{float(ts[0]):g}, {float(ts[-1]):g}]"
+    with _progress.progress_bar(100, label, progress, unit="%") as bar:
+        return _solve(
+            dynamics,
+            problem,
+            observer,
+            events,
+            solver,
+            ts,
+            y0,
+            active,
+            start,
+            bounds,
+            bar,
+            (rtol_, atol_, dt0, max_steps),
+        )
+
+
+def _solve(dynamics, problem, observer, events, solver, ts, y0, active, start, bounds, bar, controls) -> FlowSolution:
+    """Run the pieces of `integrate` (its arguments, checked; `bar` a progress bar id, 0 for none;
+    `controls` = (rtol, atol, dt0, max_steps))."""
+    rtol_, atol_, dt0, max_steps = controls
+    span = ts[-1] - ts[0]
+
+    def meter(t0, t1):
+        if not bar:
+            return diffrax.NoProgressMeter()
+        return _progress.FlowProgress(jnp.asarray(bar), (t0 - ts[0]) / span, (t1 - ts[0]) / span)
 
     def piece(t0, t1, y, save_ts, active):
         with host_callback_free():  # a cacheable program (see flowsim._cacheable)
@@ -247,7 +276,7 @@ def integrate(
                 atol_,
                 dt0,
                 max_steps,
-                progress,
+                meter(t0, t1),
                 True,
             )
 

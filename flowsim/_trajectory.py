@@ -73,7 +73,7 @@ def solve_flow(
         jnp.asarray(atol, ts.dtype),
         dt0,
         max_steps,
-        False,
+        diffrax.NoProgressMeter(),
     )
     return Trajectory(ts, obs, dynamics.params(y_end), code, steps)
 

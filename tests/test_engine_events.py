@@ -399,3 +399,14 @@ def test_integrate_sde_requires_a_key_and_is_reproducible_in_it(toy):
     np.testing.assert_array_equal(a.obs["w"], b.obs["w"])
     assert not np.allclose(a.obs["w"], c.obs["w"])
     assert not np.allclose(a.obs["w"][0], a.obs["w"][1])  # the paths differ from each other
+
+
+def test_flow_progress_is_one_labelled_bar_across_pieces(toy, capsys):
+    """With `progress=True` the solve shows one bar, labelled with the dynamics, solver and span, that
+    the pieces before and after a non-terminal event both advance, ending at 100%."""
+    event = Event("w1_up", w1_minus_1, "up")
+    sol = integrate(GradientFlow(), toy, np.linspace(0.0, 20.0, 5), observe, event=event, progress=True, **TIGHT)
+    assert sol.ok and sol.event_time == pytest.approx(np.log(2.0), rel=1e-8)
+    frames = [f for f in capsys.readouterr().err.replace("\r", "\n").splitlines() if f.strip()]
+    assert frames and all(f.startswith("flow: GradientFlow, Dopri8, t in [0, 20]") for f in frames)
+    assert "100/100" in frames[-1]
