@@ -32,6 +32,14 @@ def _callbacks(text: str) -> int:
     return text.count("callback")
 
 
+def _fresh_lowering(fn, args) -> str:
+    """The lowered text of `fn(*args)`, traced afresh: the cached traces of the solve and of
+    equinox's check (the ones `integrate` made) are dropped first, not every cache of the process."""
+    importlib.import_module("equinox._errors").branched_error_if_impl_jit._cached.clear_cache()
+    fn._cached.clear_cache()
+    return fn.lower(*args).as_text()
+
+
 @pytest.fixture(scope="module")
 def lowered():
     """The lowered text of the flow's solve as `integrate` compiles it, and the same solve traced
@@ -53,11 +61,9 @@ def lowered():
     finally:
         integrate_module._piece = original  # type: ignore[assignment]
     assert sol.ok and np.isfinite(sol.event_time)
-    jax.clear_caches()  # trace afresh: a cached trace would be the one `integrate` made
-    outside = original.lower(*seen[0]).as_text()
-    jax.clear_caches()
+    outside = _fresh_lowering(original, seen[0])
     with host_callback_free():
-        inside = original.lower(*seen[0]).as_text()
+        inside = _fresh_lowering(original, seen[0])
     return inside, outside
 
 
