@@ -129,6 +129,10 @@ def test_out_at_an_existing_file_exits_2_before_any_work(command, tmp_path, caps
     assert taken.read_text() == "not a folder"
 
 
+# Slow (about 25 s): the fast suite runs the CLI's run and plot end to end on the toy system
+# (contract_cases / test_systems_contract_1.py) and in a piped subprocess (test_cli_logs.py), and
+# the co-occurrence system end to end through the library with its figures (contract_cases).
+@pytest.mark.slow
 def test_run_and_plot_small_config(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", *FLAGS, "--out", str(out), "--quiet", "--no-cache"]) == 0

@@ -150,6 +150,9 @@ monitoring.register_event_duration_secs_listener(
 )
 
 
+# Slow (15 s): the engine-level check that traced hyperparameters never recompile runs in the fast
+# suite (tests/test_engine_core.py::test_hyperparameters_are_traced_no_recompilation).
+@pytest.mark.slow
 def test_no_recompilation_across_lr_init_scale_seed(tmp_path):
     measures = ["T1", "flow_gd_gap"]  # flow and GD
     run_sweep(spec({"lr": [0.05]}, measures), tmp_path / "warm", workers=1, progress=False)
