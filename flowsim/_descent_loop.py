@@ -125,9 +125,9 @@ def divergence_limit(problem: Problem, factor: Array) -> Array:
 class _Batches(eqx.Module):
     """Minibatch indices of SGD steps (`_sgd_indices` of the run's key); `key` None: full batch.
 
-    Drawing the epoch's shuffle at every step costs nothing measurable here (`python
-    benchmarks/bench_sgd_step.py`: a batch-12 gradient costs what a full-batch one does, and the
-    per-step shuffle under 1% of it), so it is not carried from step to step."""
+    The epoch's shuffle is drawn again at every step: carrying it from step to step was measured no
+    faster (`python benchmarks/bench_sgd_step.py`: at n = 60 a bare gradient on 12 samples costs 0.90
+    of a full-batch one, and drawing the shuffle adds about 0.08 of it)."""
 
     key: Array | None
     n: int = eqx.field(static=True)
@@ -174,11 +174,11 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
         return _Carry(params, state, bad, carry.stop, carry.which), prev
 
     def go_on(wc):
-        j, _, stopped, _ = wc
-        return (j < length) & (stopped < 0)
+        j, _, halt, _, _ = wc
+        return (j < length) & (halt < 0)
 
     def stepped(wc):
-        j, c, halt, which, prev = wc[0], wc[1], wc[2], wc[3][0], wc[3][1]
+        j, c, halt, which, prev = wc
         if every == 1:  # static: the one-step program
             n, c = 1, _step(problem, update, c, k0 + j, batches, limit)
         else:
@@ -190,10 +190,10 @@ def _advance(problem, update, stop, batch_size, sampling, carry: _Carry, prev, k
         fired = jnp.any(hit)
         halt = jnp.where(fired, k.astype(halt.dtype), halt)
         which = jnp.where(fired, jnp.argmax(hit).astype(which.dtype), which)
-        return j + n, c, halt, (which, now)
+        return j + n, c, halt, which, now
 
-    init = (jnp.zeros((), length.dtype), c0, carry.stop, (carry.which, prev))
-    _, (params, state, bad), halt, (which, prev) = jax.lax.while_loop(go_on, stepped, init)
+    init = (jnp.zeros((), length.dtype), c0, carry.stop, carry.which, prev)
+    _, (params, state, bad), halt, which, prev = jax.lax.while_loop(go_on, stepped, init)
     return _Carry(params, state, bad, halt, which), prev
 
 
