@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: `import flowsim` stays light
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     from ._results import RunData
 
 DPI = 120
@@ -64,6 +64,8 @@ def new_figure(
     Returns:
         (figure, axes array of shape (nrows, ncols)).
     """
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig, np.asarray(axes)
@@ -71,6 +73,8 @@ def new_figure(
 
 def root_figure(ax: Axes) -> Figure:
     """The top-level Figure that `ax` belongs to."""
+    from matplotlib.figure import Figure
+
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)
     return fig
@@ -112,6 +116,8 @@ def _decade_ticks(ax: Axes, first: float, last: float, zero: bool) -> None:
     exps = list(range(lo, hi + 1))
     exps = exps[:: 1 + len(exps) // 9]
     ticks = ([0.0] if zero else []) + [10.0**k for k in exps]
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: "0" if x == 0 else f"$10^{{{round(np.log10(x))}}}$"))
     ax.xaxis.set_minor_locator(NullLocator())  # log minor ticks triple the drawing time
@@ -174,15 +180,22 @@ def legend_outside(fig: Figure, handles: Sequence, *, own: bool, ax: Axes | None
         ax.legend(list(seen.values()), list(seen), fontsize="small")
 
 
+def legend_line(**style: Any) -> Line2D:
+    """A legend entry: a line with no data, drawn in `style` (`color`, `ls`, `lw`, `label`, ...)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **style)
+
+
 def method_handles(nseeds: int, gd: bool = True, sgd: bool = True, sgd_name: str = "SGD") -> list:
     """Legend entries of the three methods: the flow (solid), GD (dashed), SGD (mean and band)."""
     from matplotlib.patches import Patch
 
-    out: list = [Line2D([], [], color="C0", lw=1.8, label="gradient flow")]
+    out: list = [legend_line(color="C0", lw=1.8, label="gradient flow")]
     if gd:
-        out.append(Line2D([], [], color="C1", lw=1.5, ls="--", label="GD (same $\\eta$)"))
+        out.append(legend_line(color="C1", lw=1.5, ls="--", label="GD (same $\\eta$)"))
     if sgd:
-        out.append(Line2D([], [], color="C2", lw=1.5, label=f"{sgd_name}: mean over {nseeds} seeds"))
+        out.append(legend_line(color="C2", lw=1.5, label=f"{sgd_name}: mean over {nseeds} seeds"))
         out.append(Patch(color="C2", alpha=0.3, lw=0, label=f"{sgd_name}: min-max over seeds"))
     return out
 

@@ -15,16 +15,13 @@ import os
 import pathlib
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 
 from ._figure_style import (
     figure_of,
+    legend_line,
     legend_outside,
     log_time_axis,
     mark_events,
@@ -35,6 +32,11 @@ from ._figure_style import (
     save_figure,
 )
 from ._results import RunData
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 # (RunData field, colour, line style, zorder): the flow is drawn on top
 METHODS = (("flow", "C0", "-", 3.0), ("gd", "C1", "--", 2.5), ("sgd", "C2", "-", 2.0))
@@ -101,6 +103,8 @@ def time_axis(
         ax.set_yscale("log")
         lo, hi = ax.get_ylim()
         if hi > 10 * lo:  # a decade or more: label the decades only
+            from matplotlib.ticker import NullFormatter
+
             ax.yaxis.set_minor_formatter(NullFormatter())
     if log_x:
         log_time_axis(ax, lr=lr)
@@ -120,12 +124,12 @@ def flow_gd(ax: Axes, run: RunData, keys: Mapping[str, str], *, log_y: bool = Fa
     for i, (key, label) in enumerate(keys.items()):
         ls = styles[i] if styles else "-"
         if plot_series(ax, run.flow, key, log_y=log_y, color=f"C{i}", lw=1.8, ls=ls, zorder=3):
-            handles.append(Line2D([], [], color=f"C{i}", lw=1.8, ls=ls, label=label))
+            handles.append(legend_line(color=f"C{i}", lw=1.8, ls=ls, label=label))
         gd_drawn |= plot_series(ax, run.gd, key, log_y=log_y, color=f"C{i}", lw=1.2, ls="--", alpha=0.8)
     if gd_drawn:
         handles += [
-            Line2D([], [], color="k", ls="-", label="gradient flow"),
-            Line2D([], [], color="k", ls="--", lw=1.2, label="GD (same $\\eta$)"),
+            legend_line(color="k", ls="-", label="gradient flow"),
+            legend_line(color="k", ls="--", lw=1.2, label="GD (same $\\eta$)"),
         ]
     return handles
 
@@ -245,7 +249,7 @@ def comparison_figure(
             ax.set_xlabel("")
             ax.tick_params(labelbottom=False)
     handles = method_handles(_sgd_seeds(run), gd=bool(run.gd), sgd=bool(run.sgd), sgd_name=sgd_name)
-    handles += [Line2D([], [], color="k", ls=(":", "-.", "--")[j % 3], label=lab) for j, (_, lab) in enumerate(marks)]
+    handles += [legend_line(color="k", ls=(":", "-.", "--")[j % 3], label=lab) for j, (_, lab) in enumerate(marks)]
     legend_outside(fig, handles, own=own, ax=grid[0, 0], ncols=6)
     return fig
 

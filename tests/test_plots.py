@@ -216,8 +216,12 @@ def test_plot_command_writes_pdf(tmp_path: pathlib.Path, capsys):
 
 
 def test_import_selects_no_backend():
-    """Importing flowsim and every figure module keeps the backend the user chose (here "svg" through
+    """`import flowsim` (and its CLI) loads no matplotlib at all (a run with --no-plots never pays for
+    it); importing every figure module keeps the backend the user chose (here "svg" through
     MPLBACKEND; `matplotlib.use("Agg")` on import would switch it)."""
+    light = "import sys, flowsim, flowsim.cli; print(any(m.startswith('matplotlib') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
     mods = "flowsim, flowsim._plots, flowsim._phase_diagram, " + ", ".join(
         f"flowsim.systems.{s}.figures"
         for s in ("cooccurrence", "sensitivity", "spectra", "dyck_attention", "dyck_proxies")
