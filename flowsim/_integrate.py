@@ -29,19 +29,21 @@ from ._flow_pieces import FlowPieces
 from ._problem import Problem
 from ._rkc import RKC
 from ._solution import EventHit, FlowError, FlowSolution, result_index
+from ._tsit5 import UnrolledTsit5
 from ._validate import check_dynamics, check_precision, check_save_times, check_tolerances
 
 Observer = Callable[[Array, PyTree, Problem], PyTree]
 EventCondition = Callable[[Array, PyTree, Problem], Array]
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
-    "tsit5": diffrax.Tsit5,
+    "tsit5": UnrolledTsit5,
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
     "heun": diffrax.Heun,
     "euler": diffrax.Euler,
     "kvaerno5": diffrax.Kvaerno5,
     "rkc": RKC,
+    "tsit5-diffrax": diffrax.Tsit5,
 }
 
 __all__ = ["SOLVERS", "EventHit", "FlowError", "FlowSolution", "integrate"]
