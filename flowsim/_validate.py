@@ -76,8 +76,41 @@ def check_dynamics(
     Raises `TypeError` naming what is wrong: a vector field whose output PyTree differs from the
     state's (structure, shapes or dtypes), a diffusion whose product with the noise does, an observer
     that does not return a PyTree of arrays, or an event condition that is not a real scalar.
+
+    The abstract evaluation traces the model once per call: a check that passed is remembered by the
+    abstract signature of its arguments (PyTree structure, array shapes and dtypes, and every
+    non-array leaf, held so that its identity cannot be reused), as `jax.jit` keys its traces, and
+    is not traced again for the same signature.
     """
     check_finite(y0, "the initial state")
+    key = _abstract_key((dynamics, problem, observer, y0, t0, tuple(events)))
+    if key is not None and key in _PASSED:
+        return
+    _check_abstract(dynamics, problem, observer, y0, t0, events)
+    if key is not None:
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.pop(next(iter(_PASSED)))
+        _PASSED[key] = None
+
+
+_PASSED: dict[Any, None] = {}  # abstract signatures whose check passed, oldest first
+_PASSED_MAX = 256
+
+
+def _abstract_key(tree: PyTree) -> Any:
+    """A hashable key of `tree`'s abstract signature (structure, array shapes and dtypes, non-array
+    leaves themselves), or None when a non-array leaf is unhashable."""
+    leaves, treedef = jax.tree.flatten(tree)
+    key = (treedef, tuple((x.shape, x.dtype) if eqx.is_array(x) else (type(x), x) for x in leaves))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _check_abstract(dynamics: Any, problem: Any, observer: Any, y0: PyTree, t0: Array, events: Sequence[Event]) -> None:
+    """The abstract part of `check_dynamics` (its arguments; raises as it does)."""
     name = type(dynamics).__name__
     try:
         out = eqx.filter_eval_shape(dynamics.vector_field, t0, y0, problem)

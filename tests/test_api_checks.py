@@ -108,3 +108,33 @@ def test_good_arguments_reach_the_compiled_loop():
     ):
         with pytest.raises(AssertionError, match="compiled loop"):
             run(**kw)
+
+
+def test_a_passed_dynamics_check_is_not_traced_again_for_the_same_signature():
+    """`check_dynamics` traces the observer once per abstract signature; a new shape is checked again,
+    and a failing observer fails at every call (failures are not remembered)."""
+    from flowsim._validate import check_dynamics
+
+    traced = []
+
+    def observer(t, p, pr):
+        traced.append(1)
+        return {"w": p.w}
+
+    p = _problem()
+    y0, t0 = p.params0, jnp.asarray(0.0)
+    check_dynamics(GradientFlow(), p, observer, y0, t0)
+    check_dynamics(GradientFlow(), p, observer, jax.tree.map(lambda x: x + 1.0, y0), t0)  # same signature
+    assert len(traced) == 1
+    wide = make_problem(_Linear(jnp.zeros(4)), jnp.ones((5, 4)), jnp.ones(5), squared_loss)
+    check_dynamics(GradientFlow(), wide, observer, wide.params0, t0)
+    assert len(traced) == 2
+    with pytest.raises(ValueError, match="non-finite"):  # the values are still checked at every call
+        check_dynamics(GradientFlow(), p, observer, jax.tree.map(lambda x: x * jnp.nan, y0), t0)
+
+    def bad(t, p, pr):
+        return {"x": "text"}
+
+    for _ in range(2):
+        with pytest.raises(TypeError, match="PyTree of arrays"):
+            check_dynamics(GradientFlow(), p, bad, y0, t0)
