@@ -43,6 +43,26 @@ import pytest  # noqa: E402
 DATA = pathlib.Path(__file__).parent / "data"
 
 
+# The files that take longest, first: pytest-xdist (`--dist loadfile`) hands whole files to its two
+# workers in collection order, so a long file collected last (the contract shards sort late) would
+# keep one worker busy while the other idles at the end.
+LONGEST_FIRST = (
+    "test_systems_contract_0.py",
+    "test_systems_contract_1.py",
+    "test_dynamics.py",
+    "test_theory_gram.py",
+    "test_plots.py",
+    "test_discrete.py",
+    "test_compare.py",
+    "test_flow.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
 def pytest_unconfigure(config):
     if _CACHE_OWNER:
         import shutil
