@@ -1,45 +1,48 @@
-"""Cost and accuracy of the gradient flow against full-batch GD (and SGD) on the paper's experiment.
+"""Cost and accuracy of the gradient flow against full-batch GD (and SGD) on the paper's experiment,
+at GD's default step size and accuracy-matched.
 
 Run ``python benchmarks/bench_flow.py [--quick] [--check-counts]`` from the repository root. The
 problem is `Config()` (n=60, L=5, d=64, m=128, m1=256, float64, T = lr * steps = 300); ``--quick``
-uses steps=3000 (T=30). The final table is printed and written to ``benchmarks/results_flow.md``.
+uses steps=3000 (T=30). The tables are printed and written to ``benchmarks/results_flow.md``.
 
 What is measured, and how:
 
-* **Reference**: the flow solved by Dopri8 at rtol 1e-12 / atol 1e-14, no event, on the GD save grid
-  ts = save_steps(steps, n_save_log, n_save_lin) * lr (`run_flow(..., event=None)`, which is
-  `integrate(GradientFlow(), problem, ts, observer, ...)` on that grid).
-* **Errors** of a run against the reference, on the same save grid: loss = max over save times of
-  |loss - loss_ref| / |loss_ref|; observables = max over G1, G2, G3, score_12, score_31 of
-  max_t |x - x_ref| / max_t |x_ref|.
+* **Reference**: the flow solved by Dopri8 at rtol 1e-12 / atol 1e-14, no event, at the save times
+  of the run it is compared with, padded to `_flow_matching.REF_POINTS` times (one compiled
+  program for every grid; the filler times are left out of the comparison).
+* **Errors** against the reference: loss = max over save times of |loss - loss_ref| / |loss_ref|;
+  observables = max over G1, G2, G3, score_12, score_31 of max_t |x - x_ref| / max_t |x_ref|;
+  final loss = |loss(T) - loss_ref(T)| / |loss_ref(T)| (the accuracy-matched comparison's measure).
 * **Gradient evaluations**. GD: one per step. Flow: from diffrax's stats, since a Python counter
   cannot run under jit: `FlowSolution.num_steps` (accepted + rejected steps, summed over the pieces
   before and after the Phase-1 event) times the new vector-field evaluations per step (stages,
-  minus one for FSAL tableaus, read from the diffrax tableau: Tsit5 6, Dopri8 13; Euler 1), plus,
-  per piece, the first-stage evaluation of an FSAL solver (1). The PID controller's initial step
-  selection costs nothing here: in diffrax 0.7.2 `diffeqsolve` wraps the term (`WrapTerm`), and
-  `_select_initial_step` then returns a fixed 0.01 without evaluating the vector field. The formula
-  is exact up to one extra evaluation per rejected *first* step of a piece (diffrax re-evaluates the
-  first stage while its `first_step` flag is set), which the stats do not expose; it is therefore a
-  lower bound, off by 0-3 evaluations here. ``--check-counts`` compares it with an exact count taken
-  by a `jax.debug.callback` inside the vector field (an extra compile per solver, not timed).
-  The event condition (min margin) and the observers at the save times are forward passes only and
-  are not counted as gradient evaluations; their cost is in the wall time.
-* **SGD** (batch 12, 8 seeds, vmapped) is timed over 3000 steps (save grid save_steps(3000, ...))
-  in both modes, since one call at 30000 steps takes 50-100 s here; its cost per step does not
-  depend on the horizon, nor its compile time on the number of steps. It has no error column.
-* **Wall time** ("run"): every call goes through one helper, `measure`, which calls the function
-  once (trace + compile + run), then `repeats` more times, and reports the fastest later call. The
-  library functions return numpy observables (a device sync); the helper also blocks on every JAX
-  array in the result. "compile" is first call minus run; "compile (jax)" is the compile time that
-  `jax.monitoring` reported during the first call (`flowsim._timing.timed_call`).
-* **Solver overhead**: flow wall time per gradient evaluation divided by the time of one gradient
-  evaluation, measured as a jitted `lax.fori_loop` of K GD steps divided by K (and, for comparison,
-  a plain `jax.jit(problem.loss_and_grad)` call timed over many calls, which includes dispatch).
-  The ratio is also given with the observer recordings subtracted (one observer call per save time,
-  timed as a jitted `lax.map` over the save grid), since GD records the same observer.
-  The fixed-step Euler flow with dt = lr has an exact evaluation count and performs the same
-  arithmetic as GD, so its wall time against GD's is the diffrax loop overhead per step.
+  minus one for FSAL tableaus: Tsit5 6, Dopri8 13; Euler 1), plus one first-stage evaluation per
+  piece of an FSAL solver. diffrax's initial step selection evaluates nothing here (the term is
+  wrapped, so it returns 0.01). The count is a lower bound, off by one per rejected *first* step of
+  a piece; ``--check-counts`` compares it with an exact count by a `jax.debug.callback` in the vector
+  field. The event condition and the observers are forward passes, in the wall time, not counted.
+* **Wall time**: every program is called once to compile (`Timing.start`; "compile (jax)" is what
+  `jax.monitoring` reported then), then the timed calls are **interleaved**: 3 rounds (``--quick``:
+  2), each calling every flow `FLOW_INNER` times and every GD/Euler run once, so that load from other
+  processes hits all of them alike. "run" is the fastest call; ratios are given from the fastest
+  calls, from the medians and as the range of the per-round ratios. SGD (batch 12, 8 seeds,
+  vmapped, 3000 steps in both modes) is timed once after the rounds, without an error column.
+  Where flowsim registers the solver name "tsit5-diffrax" (diffrax's own Tsit5 beside the class
+  behind "tsit5", named in the results' header), the default flow is also run with it.
+* **Accuracy-matched GD** (`_flow_matching.py`): GD over the same horizon T at the step sizes
+  `GD_LADDER` (each run computed, T / lr steps); its final-loss error is fitted as C lr^p on the
+  ladder's regular part (from the smallest lr up while the error grows with lr, no divergence)
+  up to `FIT_MAX_LR`. For each Tsit5 + event flow in `MATCH_RTOLS`, with final-loss error e, the
+  lr with error e is interpolated (log-log) between the ladder points around it, computed, and
+  refined once by the same interpolation; a lr that would need more than `STEP_CAP` x steps is
+  only extrapolated from the fit (its wall time then estimated from GD's measured cost per step,
+  and marked so). The other direction, the flow's rtol at GD lr 0.01's errors (final loss; loss
+  max over the grid): Tsit5 + event at the quarter-decade rtols `RTOL_SCAN` (atol = rtol / 1000),
+  the largest rtol below which every error is at most GD's.
+* **Solver overhead**: flow wall time per gradient evaluation / one gradient evaluation (a jitted
+  `lax.fori_loop` of K GD steps / K; also a plain jitted call with dispatch), also with the
+  observer recordings (a jitted `lax.map` over the save grid) subtracted. Euler with dt = lr does
+  GD's arithmetic inside diffrax, so Euler / GD is the diffrax loop overhead per step.
 
 Other processes may share the machine: compare numbers within one run (ratios), not across runs.
 """
@@ -48,30 +51,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import pathlib
-import platform
-import shlex
-import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, final
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _bench_timing import Timing, command_line, environment, interleave, now, ratios
+from _flow_matching import (
+    Matched,
+    accuracy_matched,
+    errors,
+    flow_for_table,
+    flow_grad_evals,
+    flow_key,
+    fmt,
+    gd_for_table,
+    ladder_table,
+    reference,
+    start_flow,
+)
 
 from flowsim import (
     AbstractFlow,
     Config,
-    DiscreteSolution,
-    FlowSolution,
     GradientFlow,
     Problem,
     Setup,
-    gradient_descent,
     integrate,
     min_margin,
     run_flow,
@@ -80,71 +89,18 @@ from flowsim import (
     sgd,
 )
 from flowsim._integrate import SOLVERS
-from flowsim._timing import timed_call
 
-OBSERVABLES = ("G1", "G2", "G3", "score_12", "score_31")
 RESULTS_PATH = pathlib.Path(__file__).with_name("results_flow.md")
-SGD_STEPS = 3000  # SGD horizon in both modes (see the module docstring)
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    """`result` of the last call; `first_s` first call (compile + run); `run_s` fastest later call;
-    `compile_jax_s` compile seconds reported by jax.monitoring during the first call."""
-
-    result: Any
-    first_s: float
-    run_s: float
-    compile_jax_s: float
-
-    @property
-    def compile_s(self) -> float:
-        return self.first_s - self.run_s
-
-
-def _block(out: Any) -> Any:
-    """Wait for every JAX array in `out` (dataclass results are walked through their fields)."""
-    return jax.block_until_ready(vars(out) if dataclasses.is_dataclass(out) else out)
-
-
-def measure(fn: Callable[..., Any], *args: Any, repeats: int = 1, **kwargs: Any) -> Timing:
-    """Call `fn(*args, **kwargs)` once to compile, then `repeats` times; keep the fastest later call."""
-
-    def call() -> Any:
-        out = fn(*args, **kwargs)
-        _block(out)
-        return out
-
-    out, first, compile_jax = timed_call(call)
-    best = np.inf
-    for _ in range(repeats):
-        out, seconds, _ = timed_call(call)
-        best = min(best, seconds)
-    return Timing(out, first, best, compile_jax)
+SGD_STEPS = 3000  # SGD horizon in both modes: its cost per step does not depend on the horizon
+FLOW_INNER = 3  # flow calls per round
+DIFFRAX_TSIT5 = "tsit5-diffrax"  # diffrax's own Tsit5, where flowsim's "tsit5" is its unrolled step
+FLOW_RUNS = (  # (rtol, with the event?, solver)
+    *((1e-6, True, "tsit5"), (1e-6, False, "tsit5"), (1e-4, True, "tsit5"), (1e-8, True, "tsit5")),
+    *(((1e-6, True, DIFFRAX_TSIT5),) if DIFFRAX_TSIT5 in SOLVERS else ()),
+)
 
 
 # ----------------------------------------------------------------------------- counting
-
-
-def evals_per_step(solver: str) -> tuple[int, bool]:
-    """(new vector-field evaluations per attempted step, FSAL?) for a solver name in `SOLVERS`."""
-    s = SOLVERS[solver]()
-    tableau = getattr(s, "tableau", None)
-    if tableau is None:  # Euler: one evaluation per step
-        return 1, False
-    stages = len(tableau.c) + 1
-    return stages - int(tableau.fsal), bool(tableau.fsal)
-
-
-def flow_grad_evals(sol: FlowSolution, solver: str) -> int:
-    """Gradient evaluations of a flow solve from diffrax's step count (a lower bound, exact up to
-    rejected first steps; see the module docstring)."""
-    per_step, fsal = evals_per_step(solver)
-    pieces = 1 if np.isnan(sol.event_time) else 2
-    return per_step * sol.num_steps + int(fsal) * pieces
 
 
 _COUNT = [0]
@@ -154,6 +110,7 @@ def _bump() -> None:
     _COUNT[0] += 1
 
 
+@final
 class CountingFlow(AbstractFlow):
     """Gradient flow whose every vector-field evaluation increments a host counter (not for timing)."""
 
@@ -164,22 +121,20 @@ class CountingFlow(AbstractFlow):
         return self.flow.vector_field(t, params, problem)
 
 
-def counted_run(s: Setup, ts: np.ndarray, **kw: Any) -> tuple[FlowSolution, int]:
-    """`integrate` with `CountingFlow` on `ts`; returns the solution and the exact number of evaluations."""
-    _COUNT[0] = 0
-    sol = integrate(CountingFlow(), s.problem, ts, s.observer, **kw)
-    jax.effects_barrier()
-    return sol, _COUNT[0]
-
-
-# ----------------------------------------------------------------------------- accuracy
-
-
-def errors(obs: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(max relative loss error over save times, max normalized error over `OBSERVABLES`)."""
-    loss = float(np.max(np.abs(obs["loss"] - ref["loss"]) / np.abs(ref["loss"])))
-    observable = max(float(np.max(np.abs(obs[k] - ref[k])) / np.max(np.abs(ref[k]))) for k in OBSERVABLES)
-    return loss, observable
+def count_check(s: Setup, ts: np.ndarray) -> str:
+    """The evaluation-count formula against an exact callback count, one line per solver."""
+    lines = []
+    runs: list[tuple[str, str, dict[str, Any]]] = [
+        ("Tsit5 rtol 1e-6 + event", "tsit5", dict(rtol=s.config.rtol, atol=s.config.atol, event=min_margin)),
+        ("Dopri8 rtol 1e-12, no event", "dopri8", dict(rtol=1e-12, atol=1e-14)),
+        ("Euler dt = lr, no event", "euler", dict(dt0=s.config.lr)),
+    ]
+    for label, solver, kw in runs:
+        _COUNT[0] = 0
+        sol = integrate(CountingFlow(), s.problem, ts, s.observer, solver=solver, **kw)
+        jax.effects_barrier()
+        lines.append(f"- {label}: formula {flow_grad_evals(sol, solver)}, exact callback count {_COUNT[0]}")
+    return "\nGradient-evaluation count check (`--check-counts`):\n\n" + "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- gradient cost
@@ -208,9 +163,7 @@ def repeated_calls(fn: Callable[[Any], Any], params: Any, num: int) -> Any:
 @eqx.filter_jit
 def observe_all(observer: Callable[..., Any], ts: jax.Array, params: Any, problem: Problem) -> Any:
     """The observer at every save time, one after the other (what a solve records along the way).
-
-    The parameters are rescaled by (1 + 1e-12 t) at each time so that XLA cannot hoist the
-    (time-independent) observer out of the loop and evaluate it once."""
+    The parameters are rescaled by (1 + 1e-12 t) so that XLA cannot hoist the observer out of the loop."""
 
     def at(t: jax.Array) -> Any:
         return observer(t, jax.tree.map(lambda x: x * (1 + 1e-12 * t), params), problem)
@@ -218,206 +171,165 @@ def observe_all(observer: Callable[..., Any], ts: jax.Array, params: Any, proble
     return jax.lax.map(at, ts)
 
 
+def overhead_table(s: Setup, ts: np.ndarray, runs: Sequence[tuple[str, Timing, int]]) -> str:
+    """Wall time per gradient evaluation of each (name, timing, grad evals) / one gradient evaluation."""
+    k_loop, k_calls = 2000, 500
+    p0 = s.problem.params0
+    loop = Timing.start(_gd_loop, s.problem, p0, jnp.asarray(s.config.lr), k_loop)
+    calls = Timing.start(repeated_calls, jax.jit(lambda p: s.problem.loss_and_grad(p)), p0, k_calls)
+    obs_all = Timing.start(observe_all, s.observer, jnp.asarray(ts), p0, s.problem)
+    interleave([(loop, 1), (calls, 1), (obs_all, 1)], 5)
+    t_grad, t_call, t_obs = loop.run_s / k_loop, calls.run_s / k_calls, obs_all.run_s
+    gd_step = runs[-1][1].run_s / runs[-1][2]
+    lines = [
+        "| run | wall s | grad evals | per grad eval | / one grad | / one grad, observers excluded | / GD per step |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t, n in runs:
+        wall = t.run_s
+        lines.append(
+            f"| {name} | {wall:.3f} | {n} | {wall / n * 1e3:.3f} ms | {wall / n / t_grad:.2f} "
+            f"| {(wall - t_obs) / n / t_grad:.2f} | {wall / n / gd_step:.2f} |"
+        )
+    return "\n".join(lines) + (
+        f"\n\nOne gradient evaluation: {t_grad * 1e3:.3f} ms (jitted fori_loop of {k_loop} GD steps / {k_loop}); "
+        f"{t_call * 1e3:.3f} ms as a plain `jax.jit(problem.loss_and_grad)` call ({k_calls} calls, dispatch "
+        f"included). The observer at all {len(ts)} save times: {t_obs * 1e3:.1f} ms ({t_obs / len(ts) * 1e3:.3f} ms "
+        f"each; the event run records the ones before the event twice). GD's last column is its own loop."
+    )
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One line of the results table; `errs` = (loss rel err, observable err) or None."""
-
-    method: str
-    grad_evals: str
-    timing: Timing
-    errs: tuple[float, float] | None
-    compile_note: str = ""
-
-
-def fmt_err(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2e}"
-
-
-def table(rows: list[Row]) -> str:
-    head = (
-        "| method | grad evals | run wall s | compile s (1st − 2nd call) | compile s (jax) "
-        "| loss rel err | observable err |\n|---|---:|---:|---:|---:|---:|---:|"
-    )
-    lines = [head]
-    for r in rows:
-        comp = r.compile_note or f"{r.timing.compile_s:.1f}"
-        comp_jax = r.compile_note or f"{r.timing.compile_jax_s:.1f}"
-        le, oe = r.errs if r.errs is not None else (None, None)
+def main_table(rows: Sequence[tuple[str, int, Timing, tuple[float, float, float] | None]]) -> str:
+    """The cost and accuracy table, one row per (method, grad evals, timing, errors or None)."""
+    lines = [
+        "| method | grad evals | run wall s (fastest) | median s | compile s (1st − fastest) | compile s (jax) "
+        "| loss rel err | observable err | final-loss rel err |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, n, t, e in rows:
+        le, oe, fe = e if e is not None else (None, None, None)
         lines.append(
-            f"| {r.method} | {r.grad_evals} | {r.timing.run_s:.3f} | {comp} | {comp_jax} "
-            f"| {fmt_err(le)} | {fmt_err(oe)} |"
+            f"| {name} | {n} | {t.run_s:.3f} | {t.median_s:.3f} | {t.compile_s:.1f} | {t.compile_jax_s:.1f} "
+            f"| {fmt(le)} | {fmt(oe)} | {fmt(fe)} |"
         )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="steps=3000 (T=30) instead of 30000 (T=300)")
-    parser.add_argument(
-        "--check-counts",
-        action="store_true",
-        help="verify the gradient-evaluation formula with an exact callback count",
-    )
-    args = parser.parse_args(argv)
+@final
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """Every run of the benchmark: the reference (its timing, observables on the save grid), the
+    Tsit5 flows by `flow_key`, the Euler flow, the accuracy-matched comparison (with GD at the
+    config's lr), SGD and the save grid."""
 
-    config = Config(steps=3000) if args.quick else Config()
-    load_start = os.getloadavg()
-    s = setup(config)
+    ref: Timing
+    ref_obs: dict[str, np.ndarray]
+    flows: dict[str, Timing]
+    euler: Timing
+    matched: Matched
+    sgd: Timing
+    grid: np.ndarray
+
+
+def run_all(s: Setup, rounds: int) -> Runs:
+    """Every run of the benchmark: compiled and checked first, then timed in interleaved rounds."""
     c = s.config
-    steps = save_steps(c.steps, c.n_save_log, c.n_save_lin)
-    lr = c.lr
-    print(
-        f"T = {c.t_final:g} ({c.steps} GD steps), {len(steps)} save times, {c.precision}, "
-        f"jax {jax.__version__}, diffrax {diffrax.__version__}, {jax.devices()[0].platform}, "
-        f"{os.cpu_count()} cores, load {load_start[0]:.2f}",
-        flush=True,
-    )
+    grid = save_steps(c.steps, c.n_save_log, c.n_save_lin)
+    print("reference Dopri8 1e-12, flows, Euler ...", flush=True)
+    ref, ref_obs = reference(s, grid * c.lr)
+    flows = {flow_key(*run): start_flow(s, *run) for run in FLOW_RUNS}
+    euler = Timing.start(run_flow, s, solver="euler", dt0=c.lr, event=None)
+    matched = accuracy_matched(s, flows, ref_obs)
+    print("timing ...", flush=True)
+    flow_entries = [(t, FLOW_INNER) for t in [*flows.values(), *matched.flow_timings()]]
+    interleave([(ref, 1), *flow_entries, *((t, 1) for t in matched.gd_timings()), (euler, 1)], rounds)
+    sgd_grid = save_steps(min(c.steps, SGD_STEPS), c.n_save_log, c.n_save_lin)
+    print(f"SGD ({sgd_grid[-1]} steps) ...", flush=True)
+    key = jax.random.PRNGKey(c.seed + 1)
+    sg = Timing.start(sgd, s.problem, c.lr, sgd_grid, s.observer, batch_size=c.batch_size, seeds=c.sgd_seeds, key=key)
+    sg.again(1)
+    return Runs(ref, ref_obs, flows, euler, matched, sg, grid)
 
-    def flow(label: str, repeats: int, **kw: Any) -> Timing:
-        t = measure(run_flow, s, repeats=repeats, **kw)
-        t.result.check()
-        print(f"  {label}: {t.result.num_steps} steps, run {t.run_s:.3f} s, first call {t.first_s:.1f} s", flush=True)
-        return t
 
-    # 1. Reference, adaptive flow (with and without event), Euler flow = GD in diffrax, GD, SGD.
-    print("reference Dopri8 1e-12 ...", flush=True)
-    ref = flow("reference", 1, solver="dopri8", rtol=1e-12, atol=1e-14, event=None)
-    ref_obs = ref.result.obs
-    print("flows ...", flush=True)
-    tsit = flow("tsit5 1e-6 + event", 10)
-    tsit_noev = flow("tsit5 1e-6, no event", 10, event=None)
-    sweep = {rtol: flow(f"tsit5 {rtol:g} + event", 10, rtol=rtol, atol=rtol * 1e-3) for rtol in (1e-4, 1e-8)}
-    euler = flow("euler dt=lr", 1, solver="euler", dt0=lr, event=None)
-    print("GD ...", flush=True)
-    gd = measure(gradient_descent, s.problem, lr, steps, s.observer)
-    print(f"  GD: run {gd.run_s:.3f} s, first call {gd.first_s:.1f} s", flush=True)
-    sgd_steps = save_steps(min(c.steps, SGD_STEPS), c.n_save_log, c.n_save_lin)
-    print(f"SGD ({sgd_steps[-1]} steps) ...", flush=True)
-    sg = measure(
-        sgd,
-        s.problem,
-        lr,
-        sgd_steps,
-        s.observer,
-        batch_size=c.batch_size,
-        seeds=c.sgd_seeds,
-        key=jax.random.PRNGKey(c.seed + 1),
-    )
-    print(f"  SGD: run {sg.run_s:.3f} s, first call {sg.first_s:.1f} s", flush=True)
-    gd_sol: DiscreteSolution = gd.result
-    assert np.allclose(gd_sol.ts, ref.result.ts, rtol=1e-12, atol=0)
-
-    # 2. Cost of one gradient evaluation and of the observer recordings.
-    k_loop, k_calls = 2000, 500
-    print("gradient cost ...", flush=True)
-    loop = measure(_gd_loop, s.problem, s.problem.params0, jnp.asarray(lr), k_loop, repeats=7)
-    plain = jax.jit(lambda p: s.problem.loss_and_grad(p))
-    calls = measure(repeated_calls, plain, s.problem.params0, k_calls, repeats=3)
-    obs_all = measure(observe_all, s.observer, jnp.asarray(ref.result.ts), s.problem.params0, s.problem, repeats=5)
-    t_grad, t_call, t_obs = loop.run_s / k_loop, calls.run_s / k_calls, obs_all.run_s
-
-    n_tsit, n_noev, n_ref, n_euler = (
-        flow_grad_evals(x.result, n)
-        for x, n in ((tsit, "tsit5"), (tsit_noev, "tsit5"), (ref, "dopri8"), (euler, "euler"))
-    )
-    n_gd = int(steps[-1])
-    err_tsit, err_gd = errors(tsit.result.obs, ref_obs), errors(gd_sol.obs, ref_obs)
+def summary(s: Setup, r: Runs) -> tuple[str, str]:
+    """(the main table, the ratio lines)."""
+    c, gd = s.config, r.matched.gd
+    ev, noev = r.flows[flow_key(1e-6)], r.flows[flow_key(1e-6, False)]
+    err = {k: errors(t.result.obs, r.ref_obs) for k, t in r.flows.items()}
+    n_sgd = int(r.sgd.result.steps[-1])
     rows = [
-        Row("reference Dopri8 rtol 1e-12, no event", str(n_ref), ref, None),
-        Row("flow Tsit5 rtol 1e-6 + Phase-1 event", str(n_tsit), tsit, err_tsit),
-        Row("flow Tsit5 rtol 1e-6, no event", str(n_noev), tsit_noev, errors(tsit_noev.result.obs, ref_obs)),
-        *(
-            Row(
-                f"flow Tsit5 rtol {r:g} + event",
-                str(flow_grad_evals(t.result, "tsit5")),
-                t,
-                errors(t.result.obs, ref_obs),
-                "shared with row 2",
-            )
-            for r, t in sweep.items()
+        ("reference Dopri8 rtol 1e-12, no event", flow_grad_evals(r.ref.result, "dopri8"), r.ref, None),
+        *((k, flow_grad_evals(t.result), t, err[k]) for k, t in r.flows.items()),
+        (
+            "flow Euler dt = lr (GD inside diffrax), no event",
+            r.euler.result.num_steps,
+            r.euler,
+            errors(r.euler.result.obs, r.ref_obs),
         ),
-        Row("flow Euler dt = lr (GD inside diffrax), no event", str(n_euler), euler, errors(euler.result.obs, ref_obs)),
-        Row(f"GD lr {lr:g}", str(n_gd), gd, err_gd),
-        Row(
-            f"SGD batch {c.batch_size}, {c.sgd_seeds} seeds, first {sgd_steps[-1]} steps",
-            f"{sgd_steps[-1]} × {c.sgd_seeds} (batch {c.batch_size}/{c.n})",
-            sg,
-            None,
-        ),
+        (f"GD lr {c.lr:g}", gd.steps, gd.timing, gd.errs),
+        (f"SGD batch {c.batch_size}, {c.sgd_seeds} seeds, first {n_sgd} steps", n_sgd, r.sgd, None),
     ]
+    n_ev, n_noev = flow_grad_evals(ev.result), flow_grad_evals(noev.result)
+    e_ev, same = err[flow_key(1e-6)], errors(r.euler.result.obs, gd.timing.result.obs)
+    lines = [
+        f"- GD grad evals / flow grad evals: {gd.steps / n_ev:.1f}x (with event), {gd.steps / n_noev:.1f}x (no event)",
+        f"- **GD lr {c.lr:g} wall / flow wall** (same horizon): {ratios(gd.timing, ev)} with the event, "
+        f"{ratios(gd.timing, noev)} without",
+        f"- accuracy, flow (with event) vs GD: loss err {e_ev[0]:.1e} vs {gd.errs[0]:.1e}, observable err "
+        f"{e_ev[1]:.1e} vs {gd.errs[1]:.1e}, final-loss err {e_ev[2]:.1e} vs {gd.errs[2]:.1e}",
+        f"- cost of the Phase-1 event: wall {ratios(ev, noev)} the flow without it ({n_ev - n_noev:+d} grad evals; "
+        f"event at t = {ev.result.event_time:.4f}); compile {ev.compile_s:.1f} s vs {noev.compile_s:.1f} s",
+        f"- Euler flow (dt = lr) vs GD, the same arithmetic: max difference loss {same[0]:.1e}, observables "
+        f"{same[1]:.1e}; wall Euler / GD = {ratios(r.euler, gd.timing)}",
+    ]
+    diffrax_key = flow_key(1e-6, True, DIFFRAX_TSIT5)
+    if diffrax_key in r.flows:
+        lines.append(f"- GD wall / flow wall with diffrax's own Tsit5: {ratios(gd.timing, r.flows[diffrax_key])}")
+    return main_table(rows), "\n".join(lines)
 
-    euler_vs_gd = errors(euler.result.obs, gd_sol.obs)
-    better = err_tsit[0] <= err_gd[0] and err_tsit[1] <= err_gd[1]
-    ratio_lines = [
-        f"- GD grad evals / flow grad evals: {n_gd / n_tsit:.1f}x (with event), {n_gd / n_noev:.1f}x (no event)",
-        f"- GD wall / flow wall: {gd.run_s / tsit.run_s:.1f}x (with event), "
-        f"{gd.run_s / tsit_noev.run_s:.1f}x (no event)",
-        f"- accuracy, flow (with event) vs GD: loss err {err_tsit[0]:.1e} vs {err_gd[0]:.1e}, observable err "
-        f"{err_tsit[1]:.1e} vs {err_gd[1]:.1e}: the flow is {'equally or more' if better else 'LESS'} accurate",
-        f"- cost of the Phase-1 event: wall {tsit.run_s / tsit_noev.run_s:.2f}x the flow without it "
-        f"({n_tsit - n_noev:+d} grad evals; event at t = {tsit.result.event_time:.4f}); compile "
-        f"{tsit.compile_s:.1f} s vs {tsit_noev.compile_s:.1f} s",
-        f"- Euler flow (dt = lr) vs GD, the same arithmetic: max difference loss {euler_vs_gd[0]:.1e}, "
-        f"observables {euler_vs_gd[1]:.1e}; wall Euler / GD = {euler.run_s / gd.run_s:.2f}",
-    ]
-    overhead = [
-        "| run | wall s | grad evals | per grad eval | / one grad | / one grad, observers excluded | / GD per step |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, wall, n in (
-        ("flow Tsit5 1e-6 + event", tsit.run_s, n_tsit),
-        ("flow Tsit5 1e-6, no event", tsit_noev.run_s, n_noev),
-        ("flow Euler dt = lr, no event", euler.run_s, n_euler),
-        (f"GD lr {lr:g} (flowsim.discrete)", gd.run_s, n_gd),
-    ):
-        overhead.append(
-            f"| {name} | {wall:.3f} | {n} | {wall / n * 1e3:.3f} ms | {wall / n / t_grad:.2f} "
-            f"| {(wall - t_obs) / n / t_grad:.2f} | {wall / n / (gd.run_s / n_gd):.2f} |"
-        )
-    overhead_text = "\n".join(overhead) + (
-        f"\n\nOne gradient evaluation: {t_grad * 1e3:.3f} ms (jitted fori_loop of {k_loop} GD steps / "
-        f"{k_loop}); {t_call * 1e3:.3f} ms as a plain `jax.jit(problem.loss_and_grad)` call ({k_calls} "
-        f"calls, dispatch included). The observer at all {len(steps)} save times: {t_obs * 1e3:.1f} ms "
-        f"({t_obs / len(steps) * 1e3:.3f} ms each; the event run records the ones before the event twice). "
-        f"GD per step is the same observer-recording loop, timed over {n_gd} steps in "
-        f"this run. Target for the flow: <= 1.5."
+
+def report(s: Setup, r: Runs, args: argparse.Namespace, rounds: int, loads: tuple[float, float]) -> str:
+    """The results file's text."""
+    c, gd = s.config, r.matched.gd
+    table, ratio_lines = summary(s, r)
+    keys = [flow_key(1e-6), flow_key(1e-6, False), flow_key(1e-6, True, DIFFRAX_TSIT5)]
+    runs = [(k, r.flows[k], flow_grad_evals(r.flows[k].result)) for k in keys if k in r.flows]
+    runs += [("flow Euler dt = lr, no event", r.euler, r.euler.result.num_steps)]
+    overhead = overhead_table(s, r.grid * c.lr, [*runs, (f"GD lr {c.lr:g} (flowsim.discrete)", gd.timing, gd.steps)])
+    counts = count_check(s, r.grid * c.lr) if args.check_counts else ""
+    return (
+        f"# Flow vs GD benchmark\n\nCommand: `{command_line()}`  \nDate: {now()}  \n"
+        f"Problem: `Config({'steps=3000' if args.quick else ''})`, T = {c.t_final:g}, {len(r.grid)} save times, "
+        f"{c.precision}  \nMachine: {environment()}; load average {loads[0]:.2f} at start, {loads[1]:.2f} at end "
+        f"(other processes share the machine: compare within these tables)\n\n{table}\n\n"
+        f"Timed calls interleaved: {rounds} rounds, each calling every flow {FLOW_INNER} times and every other run "
+        f"once (SGD: one call after the rounds). A ratio reads 'fastest calls (medians, range of the per-round "
+        f"ratios)'. Errors against the reference at the same save times. Grad evals of the flows: diffrax "
+        f"num_steps x new evaluations per step + 1 per piece (see the docstring).\n\nRatios:\n\n{ratio_lines}\n\n"
+        f"## Accuracy-matched (same horizon T = {c.t_final:g})\n\nGD's lr at the flow's final-loss error:\n\n"
+        f"{gd_for_table(r.matched, r.flows, r.ref_obs)}\n\nThe flow's rtol at GD's error:\n\n"
+        f"{flow_for_table(r.matched, r.ref_obs)}\n\nEvery GD run computed (the ladder and the matching search):\n\n"
+        f"{ladder_table(r.matched)}\n\n## Solver overhead per gradient evaluation\n\n{overhead}\n{counts}"
     )
 
-    count_text = ""
-    if args.check_counts:
-        print("checking gradient-evaluation counts ...", flush=True)
-        ts = steps * lr
-        checks = []
-        for label, solver, kw in (
-            ("Tsit5 rtol 1e-6 + event", "tsit5", dict(rtol=c.rtol, atol=c.atol, event=min_margin)),
-            ("Dopri8 rtol 1e-12, no event", "dopri8", dict(rtol=1e-12, atol=1e-14)),
-            ("Euler dt = lr, no event", "euler", dict(dt0=lr)),
-        ):
-            sol, exact = counted_run(s, ts, solver=solver, **kw)
-            checks.append(f"- {label}: formula {flow_grad_evals(sol, solver)}, exact callback count {exact}")
-        count_text = "\nGradient-evaluation count check (`--check-counts`):\n\n" + "\n".join(checks) + "\n"
 
-    load_end = os.getloadavg()
-    cmd = " ".join(["python", *map(shlex.quote, [os.path.relpath(sys.argv[0]), *sys.argv[1:]])])
-    report = (
-        f"# Flow vs GD benchmark\n\n"
-        f"Command: `{cmd}`  \nDate: {datetime.datetime.now().isoformat(timespec='seconds')}  \n"
-        f"Problem: `Config({'steps=3000' if args.quick else ''})`, T = {c.t_final:g}, {len(steps)} save "
-        f"times, {c.precision}  \nMachine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
-        f"({jax.devices()[0].platform}), diffrax {diffrax.__version__}; load average {load_start[0]:.2f} at "
-        f"start, {load_end[0]:.2f} at end (other processes share the machine: compare within this table)\n\n"
-        f"{table(rows)}\n\nRun wall: fastest of the calls after the first (10 for the Tsit5 rows, 1 otherwise). "
-        f"Errors: "
-        f"against the reference on the GD save grid. Grad evals of the flows: diffrax num_steps x new "
-        f"evaluations per step + 1 per piece (see the docstring of benchmarks/bench_flow.py).\n\n"
-        f"Ratios:\n\n" + "\n".join(ratio_lines) + "\n\nSolver overhead per gradient evaluation:\n\n"
-        f"{overhead_text}\n{count_text}"
-    )
-    print("\n" + report)
-    RESULTS_PATH.write_text(report)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Cost and accuracy of the gradient flow against GD and SGD.")
+    parser.add_argument("--quick", action="store_true", help="steps=3000 (T=30) instead of 30000 (T=300)")
+    parser.add_argument("--check-counts", action="store_true", help="check the grad-eval formula by exact count")
+    args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
+    s = setup(Config(steps=3000) if args.quick else Config())
+    c = s.config
+    rounds = 2 if args.quick else 3
+    print(f"T = {c.t_final:g} ({c.steps} GD steps), {c.precision}, {environment()}, load {load_start:.2f}", flush=True)
+    r = run_all(s, rounds)
+    text = report(s, r, args, rounds, (load_start, os.getloadavg()[0]))
+    print("\n" + text)
+    RESULTS_PATH.write_text(text)
     print(f"written to {RESULTS_PATH}")
 
 
