@@ -17,7 +17,7 @@ from typing import Any, final
 
 from ._fields import ConfigError, check_fields, check_values, field, read_table, require
 
-SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5", "rkc", "tsit5-diffrax")
+SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "euler", "kvaerno5", "rkc", "tsit5-unrolled")
 PRECISIONS = ("float64", "float32")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 RESOLUTION = {"float64": (2.220446049250313e-16, 2.2250738585072014e-308), "float32": (1.1920929e-07, 1.1754944e-38)}

@@ -36,14 +36,14 @@ Observer = Callable[[Array, PyTree, Problem], PyTree]
 EventCondition = Callable[[Array, PyTree, Problem], Array]
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
-    "tsit5": UnrolledTsit5,
+    "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
     "heun": diffrax.Heun,
     "euler": diffrax.Euler,
     "kvaerno5": diffrax.Kvaerno5,
     "rkc": RKC,
-    "tsit5-diffrax": diffrax.Tsit5,
+    "tsit5-unrolled": UnrolledTsit5,
 }
 
 __all__ = ["SOLVERS", "EventHit", "FlowError", "FlowSolution", "integrate"]

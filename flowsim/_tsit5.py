@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, final
 
 import diffrax
+import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,13 @@ def _static_bool(x: object) -> bool | None:
     if isinstance(x, bool | np.bool_) or (isinstance(x, np.ndarray) and x.shape == ()):
         return bool(x)
     return None
+
+
+@eqx.filter_jit
+def _vf(terms: diffrax.AbstractTerm, t: Time, y: PyTree[Array], args: PyTree) -> PyTree[Array]:
+    """`terms.vf(t, y, args)` as one traced call: the step's six stages call it with the same
+    abstract arguments, so the model and its gradient are traced and lowered once, not six times."""
+    return terms.vf(t, y, args)
 
 
 @final
@@ -149,7 +157,7 @@ class UnrolledTsit5(diffrax.AbstractAdaptiveSolver):
             y_stage = _combine(y0, a_row, ks)
             # No floating point error at the end point, as diffrax.
             t_stage = t1 if c == 1 else t0 + jnp.asarray(c, tdtype) * dt
-            f_stage = terms.vf(t_stage, y_stage, args)
+            f_stage = _vf(terms, t_stage, y_stage, args)
             ks.append(terms.prod(f_stage, control))
         # Tsit5 is SSAL: y1 is the last stage's point, and f(t1, y1) its vector field (FSAL).
         y1, f1 = y_stage, f_stage
