@@ -174,6 +174,7 @@ def test_run_and_plot_small_config(tmp_path, capsys):
     assert rerun.summary["events"] == run.summary["events"]
 
 
+@pytest.mark.slow  # test_theory_t1 checks the same scaling through the API; the fast suite checks the refusals
 def test_theory_command_measures_a_prediction(tmp_path, capsys):
     out = tmp_path / "t1.json"
     argv = [

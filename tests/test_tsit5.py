@@ -128,6 +128,7 @@ def mlp_problem():
     return flowsim.make_problem(model, x, y, flowsim.squared_loss)
 
 
+@pytest.mark.slow  # two event solves to compile; the fast tests check the same agreement without an event
 def test_gradient_flow_with_event_through_integrate(mlp_problem):
     problem = mlp_problem
     loss0 = float(problem.loss(problem.params0))
