@@ -10,7 +10,7 @@ requested save grid. One compiled solve serves every piece.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import final
+from typing import Any, final
 
 import diffrax
 import equinox as eqx
@@ -113,6 +113,15 @@ def _as_events(event: Event | EventCondition | Sequence[Event] | None) -> tuple[
 
 
 @eqx.filter_jit
+def _vector_field(dynamics: AbstractDynamics, t: Any, y: PyTree, args: Problem) -> PyTree:
+    """`dynamics.vector_field` as one traced function. diffrax traces a solve's step more than once
+    (for the structure of its state, then inside its loop) and each trace would trace the model and
+    its gradient again; through this jit they are traced and lowered once per abstract signature
+    (XLA inlines the call: the compiled solve is the same)."""
+    return dynamics.vector_field(t, y, args)
+
+
+@eqx.filter_jit
 def _piece(
     dynamics, problem, observer, events, solver, t0, t1, y0, ts, active, rtol, atol, dt0, max_steps, meter, rec=False
 ):
@@ -155,7 +164,7 @@ def _piece(
             direction=[e.diffrax_direction for e in events],
         )
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(dynamics.vector_field),
+        diffrax.ODETerm(lambda t, y, args: _vector_field(dynamics, t, y, args)),
         solver,
         t0,
         t1,
