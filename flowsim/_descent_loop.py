@@ -104,8 +104,10 @@ class _Carry(eqx.Module):
     which: Array
 
 
+@eqx.filter_jit
 def _initial_carry(update: eqx.Module, params: PyTree, seeds: int | None) -> _Carry:
-    """The carry at the start of a fresh run (`seeds` None: full batch, one run)."""
+    """The carry at the start of a fresh run (`seeds` None: full batch, one run), as one compiled
+    program (the optimiser's `init` run eagerly would compile one small program per operation)."""
     none = jnp.asarray(-1)
     carry = _Carry(params, update.init(params), none, none, none)  # pyright: ignore[reportAttributeAccessIssue]
     if seeds is None:

@@ -189,6 +189,21 @@ class ExperimentResult:
         return RunRecord(self.setup.config, self.flow, self.gd, self.sgd)
 
 
+def _held_out(system: Any, s: Setup, params: PyTree, key: Array, ensemble: bool) -> Array:
+    """The system's held-out metric at `params` (`ensemble`: the mean over the leading seed axis) as
+    one compiled program, not one small program per operation of an eager model call."""
+    fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}  # a PyTree: arrays traced
+    return _held_out_program(system, fields, params, key, ensemble)
+
+
+@eqx.filter_jit
+def _held_out_program(system: Any, fields: dict[str, Any], params: PyTree, key: Array, ensemble: bool) -> Array:
+    s = Setup(**fields)
+    if ensemble:
+        return jnp.mean(jax.vmap(lambda p: system.held_out(s, p, key))(params))
+    return system.held_out(s, params, key)
+
+
 def run_experiment(
     config: Config,
     *,
@@ -220,11 +235,8 @@ def run_experiment(
     def job(name: str, fn: Callable[..., Any]) -> Callable[[], Any]:
         def run() -> Any:
             out, seconds, compile_s = timed_call(fn, s, progress=progress)
-            if name == "sgd":
-                per_seed = eqx.filter_vmap(system.held_out, in_axes=(None, 0, None))(s, out.params, key)
-                metric = {"sgd_mean": float(jnp.mean(per_seed))}
-            else:
-                metric = {name: float(system.held_out(s, out.params, key))}
+            value = float(_held_out(system, s, out.params, key, name == "sgd"))
+            metric = {"sgd_mean" if name == "sgd" else name: value}
             with lock:
                 timings.update({name: seconds, f"{name}_compile": compile_s})
                 held.update(metric)
