@@ -10,6 +10,8 @@ and with flowsim's `UnrolledTsit5` (same method, stages unrolled over the PyTree
   saving, no diffeqsolve): the cost of the step itself;
 * **minimal**: a bare `diffrax.diffeqsolve` (PID rtol 1e-6 / atol 1e-9, saving only the end);
 * **no observers**: `flowsim.integrate` of `GradientFlow()` with an observer that records only t;
+* **state sum**: the same with an observer that sums the state (nearly free itself, but it needs the
+  state interpolated at every save time: the cost of diffrax's dense output and saving);
 * **observer**: `flowsim.integrate` with the system's observer at the save times, no event;
 * **observer + event**: as `flowsim.run_flow` (observer and the system's Phase-1 event).
 
@@ -42,6 +44,7 @@ jax.config.update("jax_enable_x64", True)
 
 Call = Callable[[], tuple[Any, int]]
 GRADIENTS = "500 gradients"
+OBSERVER = "500 observer calls"
 STEPS_ONLY = 60  # steps of the "step only" loop (the default flow takes about 55)
 
 
@@ -53,6 +56,21 @@ def _gradients(problem: flowsim.Problem) -> Call:
         )
     )
     return lambda: (loop(problem.params0), 500)
+
+
+def _observer_calls(s: flowsim.Setup) -> Call:
+    """500 calls of the system's observer in a jitted fori_loop (the parameters move by a tiny amount
+    that depends on the last call's outputs, so nothing is hoisted out of the loop): the observer's own
+    cost per call, in the same unit as one gradient."""
+    p = s.problem
+
+    def body(i: jax.Array, y: Any) -> Any:
+        out = s.observer(jnp.asarray(i, jnp.float64), y, p)
+        total = sum(jnp.sum(jnp.asarray(x, jnp.float64)) for x in jax.tree.leaves(out))
+        return jax.tree.map(lambda a: a + 1e-300 * total, y)
+
+    loop = jax.jit(lambda y: jax.lax.fori_loop(0, 500, body, y))
+    return lambda: (loop(p.params0), 500)
 
 
 def _term() -> diffrax.ODETerm:
@@ -113,11 +131,13 @@ def variants(s: flowsim.Setup, ts: jax.Array) -> dict[str, Call]:
     """name -> a call returning (output, vector-field evaluations); each variant with both solvers."""
     p = s.problem
     t_only = lambda t, params, problem: t
+    state_sum = lambda t, params, problem: sum(jnp.sum(x) for x in jax.tree.leaves(params))
     out: dict[str, Call] = {}
     for suffix, solver in (("", diffrax.Tsit5()), (", unrolled", UnrolledTsit5())):
         out["step only" + suffix] = _step_only(p, solver)
         out["minimal diffeqsolve" + suffix] = _minimal(p, ts, solver)
         out["integrate, no observers" + suffix] = _flow(p, ts, solver, t_only, None)
+        out["integrate, state sum" + suffix] = _flow(p, ts, solver, state_sum, None)
         out["integrate, observer" + suffix] = _flow(p, ts, solver, s.observer, None)
         out["integrate, observer + event" + suffix] = _flow(p, ts, solver, s.observer, s.events or None)
     return out
@@ -149,8 +169,13 @@ def main() -> None:
     c = flowsim.Config("cooccurrence")
     s = setup(c)
     ts = jnp.asarray(save_steps(c.steps, c.n_save_log, c.n_save_lin) * c.lr)
-    timed = time_interleaved({GRADIENTS: _gradients(s.problem), **variants(s, ts)}, args.repeats)
+    timed = time_interleaved(
+        {GRADIENTS: _gradients(s.problem), OBSERVER: _observer_calls(s), **variants(s, ts)}, args.repeats
+    )
     tg = timed.pop(GRADIENTS)[2] / 500
+    obs = timed.pop(OBSERVER)[2] / 500 / tg  # one observer call, in gradients
+    evals = timed["integrate, observer, unrolled"][0]
+    floor = timed["integrate, no observers, unrolled"][2] / evals / tg + ts.size * obs / evals
     names = [n for n in timed if not n.endswith(", unrolled")]  # diffrax's row, then the unrolled one
     names = [m for n in names for m in (n, n + ", unrolled")]
     load = open("/proc/loadavg").read().split()[0]
@@ -166,6 +191,11 @@ def main() -> None:
         "| variant | evaluations | run s (fastest) | compile s (1st - fastest) | per evaluation / one gradient |",
         "|---|---:|---:|---:|---:|",
         *(f"| {n} | {e} | {b:.4f} | {f - b:.1f} | {b / e / tg:.2f} |" for n in names for e, f, b in [timed[n]]),
+        "",
+        f"The observer alone (500 calls in a jitted loop) costs {obs:.2f} gradients per call. Called at the "
+        f"{ts.size} save times of a solve of {evals} evaluations, it adds {ts.size * obs / evals:.2f} per "
+        f"evaluation to the unrolled solve without observers: a floor of {floor:.2f} for 'integrate, "
+        "observer, unrolled' with no interpolation or saving cost at all (the event comes on top).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
