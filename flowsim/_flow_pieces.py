@@ -30,6 +30,11 @@ from ._step_stats import StepStats
 
 @eqx.filter_jit
 def _observe(observer: Callable, t: Array, params: PyTree, problem: Problem) -> PyTree:
+    """`observer(t, params, problem)` (an observer or an event condition) as one traced function. On
+    the host: one program. Inside one solve, diffrax traces the observer and each event condition five
+    times (counted on cooccurrence's: output shapes, the save loop, the t0 == t1 branch, ...); through
+    this jit each is traced once per abstract signature (sensitivity smoke: tracing and lowering the
+    solve 0.7-1.0 s shorter, cooccurrence's 0.1-0.2 s)."""
     return observer(t, params, problem)
 
 

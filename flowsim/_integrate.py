@@ -25,7 +25,7 @@ from ._cacheable import host_callback_free
 from ._checkpoint import Checkpoint
 from ._dynamics import AbstractDynamics
 from ._events import Event
-from ._flow_pieces import FlowPieces
+from ._flow_pieces import FlowPieces, _observe
 from ._problem import Problem
 from ._rkc import RKC
 from ._solution import EventHit, FlowError, FlowSolution, result_index
@@ -133,7 +133,7 @@ def _piece(
     `max_steps`; accepted count; rejected count).
     """
     subs = [
-        diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: observer(t, dynamics.params(y), args)),
+        diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: _observe(observer, t, dynamics.params(y), args)),
         diffrax.SubSaveAt(t1=True),
     ]
     if rec:
@@ -145,7 +145,7 @@ def _piece(
 
         def make_cond(i, e):
             def cond(t, y, args, **kwargs):
-                value = jnp.asarray(e.condition(t, dynamics.params(y), args), dtype)
+                value = jnp.asarray(_observe(e.condition, t, dynamics.params(y), args), dtype)
                 # A disarmed event sits at a constant away from zero on the side it would leave from.
                 # Cast to JAX's default float: diffrax compares it with a Python 0.0 inside a cond
                 # (float64 under x64 even when the solve runs in float32).
