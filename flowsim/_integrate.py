@@ -122,14 +122,21 @@ def _vector_field(dynamics: AbstractDynamics, t: Any, y: PyTree, args: Problem) 
     return dynamics.vector_field(t, y, args)
 
 
+# A state of at least this many leaves is solved as one flat vector. Measured side by side: on
+# cooccurrence's 4 leaves (57k parameters) flat evaluations ran 7-17% slower (the gradient is
+# concatenated at every evaluation); on sensitivity's 16 leaves the solve compiled ~2 s faster with the
+# same run time.
+FLAT_MIN_LEAVES = 10
+
+
 def _flat(y: PyTree) -> tuple[Array | PyTree, Callable[[Any], PyTree]]:
-    """The solve's state as one vector, and the map back to its PyTree, when all its leaves are arrays
-    of one inexact dtype (else the PyTree itself). diffrax's stage, error and interpolation code runs
-    per leaf: on one leaf it traces and compiles once, not once per leaf of a many-layer model. The
-    error norm is the same RMS over all entries."""
+    """The solve's state as one vector, and the map back to its PyTree, when it has at least
+    `FLAT_MIN_LEAVES` leaves, all arrays of one inexact dtype (else the PyTree itself). diffrax's
+    stage, error and interpolation code runs per leaf: on one leaf it traces and compiles once, not
+    once per leaf of a many-layer model. The error norm is the same RMS over all entries."""
     leaves = jax.tree.leaves(y)
     dtypes = {jnp.result_type(x) for x in leaves}
-    if len(leaves) < 2 or len(dtypes) != 1 or not jnp.issubdtype(dtypes.pop(), jnp.inexact):
+    if len(leaves) < FLAT_MIN_LEAVES or len(dtypes) != 1 or not jnp.issubdtype(dtypes.pop(), jnp.inexact):
         return y, lambda x: x
     return jax.flatten_util.ravel_pytree(y)
 

@@ -17,6 +17,7 @@ import pytest
 
 import flowsim
 from flowsim import Event, GradientFlow, integrate, locate_discrete, make_problem, squared_loss
+from flowsim._integrate import FLAT_MIN_LEAVES
 
 X = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
 W_STAR = np.array([2.0, -1.0])
@@ -351,35 +352,29 @@ def test_vector_targets_linear_regression_flow_matches_matrix_exponential():
     np.testing.assert_allclose(gd.obs["w"], want_gd, rtol=0, atol=1e-12 * np.max(np.abs(want_gd)))
 
 
-class SplitLinear(eqx.Module):
-    """The map of `Linear` with its weight held as two column blocks: a state of two leaves, which
-    `integrate` solves as one flat vector."""
+class ColumnLinear(eqx.Module):
+    """The map of `Linear` with its weight held as one leaf per column: a state of `p` leaves, which
+    `integrate` solves as one flat vector (at least `FLAT_MIN_LEAVES` of them)."""
 
-    A: jax.Array
-    B: jax.Array
+    cols: tuple[jax.Array, ...]
 
     def __call__(self, x):
-        return self.A @ x[:2] + self.B @ x[2:]
+        return sum(c * x[i] for i, c in enumerate(self.cols))
 
 
 def test_a_many_leaf_state_solved_flat_matches_the_one_leaf_solve_and_the_closed_form():
     rng = np.random.default_rng(1)
-    n, p, k = 10, 4, 3
+    n, p, k = 24, FLAT_MIN_LEAVES, 3
     Xr, W0_ = rng.standard_normal((n, p)), rng.standard_normal((k, p))
     Y = Xr @ rng.standard_normal((p, k)) + 0.3 * rng.standard_normal((n, k))
     one = make_problem(Linear(jnp.asarray(W0_)), jnp.asarray(Xr), jnp.asarray(Y), squared_loss)
-    two = make_problem(
-        SplitLinear(jnp.asarray(W0_[:, :2]), jnp.asarray(W0_[:, 2:])), one.inputs, one.targets, squared_loss
-    )
+    cols = ColumnLinear(tuple(jnp.asarray(W0_[:, i]) for i in range(p)))
+    many = make_problem(cols, one.inputs, one.targets, squared_loss)
     ts = np.linspace(0.0, 2.0, 9)
-    w = lambda t, q, pr: {"w": jnp.concatenate([q.A, q.B], axis=1), "loss": pr.loss(q)}
-    flat = integrate(
-        GradientFlow(), two, ts, w, event=Event("low", lambda t, q, pr: 0.9 * one.loss(one.params0) - pr.loss(q))
-    )
-    ref = integrate(
-        GradientFlow(), one, ts, observe, event=Event("low", lambda t, q, pr: 0.9 * one.loss(one.params0) - pr.loss(q))
-    )
-    flat, ref = flat.check(), ref.check()
+    low = Event("low", lambda t, q, pr: 0.9 * one.loss(one.params0) - pr.loss(q))
+    w = lambda t, q, pr: {"w": jnp.stack(q.cols, axis=1), "loss": pr.loss(q)}
+    flat = integrate(GradientFlow(), many, ts, w, event=low).check()
+    ref = integrate(GradientFlow(), one, ts, observe, event=low).check()
     np.testing.assert_allclose(flat.obs["w"], ref.obs["w"], rtol=1e-12, atol=1e-13)
     assert flat.events["low"].fired and flat.events["low"].time == pytest.approx(ref.events["low"].time, rel=1e-10)
     A, B = Xr.T @ Xr / n, Y.T @ Xr / n
@@ -387,7 +382,7 @@ def test_a_many_leaf_state_solved_flat_matches_the_one_leaf_solve_and_the_closed
     want = np.stack([W_star + (W0_ - W_star) @ _expm_sym(A, t) for t in ts])
     np.testing.assert_allclose(flat.obs["w"], want, rtol=0, atol=1e-5 * np.max(np.abs(want)))
     end = flat.params
-    assert isinstance(end, SplitLinear) and end.A.shape == (k, 2) and end.B.shape == (k, 2)
+    assert isinstance(end, ColumnLinear) and len(end.cols) == p and end.cols[0].shape == (k,)
 
 
 def test_cross_entropy_with_per_position_labels():
