@@ -175,7 +175,8 @@ def main() -> None:
     tg = timed.pop(GRADIENTS)[2] / 500
     obs = timed.pop(OBSERVER)[2] / 500 / tg  # one observer call, in gradients
     evals = timed["integrate, observer, unrolled"][0]
-    floor = timed["integrate, no observers, unrolled"][2] / evals / tg + ts.size * obs / evals
+    bare_evals, _, bare = timed["integrate, no observers, unrolled"]
+    floor = bare / bare_evals / tg + ts.size * obs / evals
     names = [n for n in timed if not n.endswith(", unrolled")]  # diffrax's row, then the unrolled one
     names = [m for n in names for m in (n, n + ", unrolled")]
     load = open("/proc/loadavg").read().split()[0]

@@ -129,16 +129,18 @@ def _vector_field(dynamics: AbstractDynamics, t: Any, y: PyTree, args: Problem) 
 FLAT_MIN_LEAVES = 10
 
 
-def _flat(y: PyTree) -> tuple[Array | PyTree, Callable[[Any], PyTree]]:
-    """The solve's state as one vector, and the map back to its PyTree, when it has at least
-    `FLAT_MIN_LEAVES` leaves, all arrays of one inexact dtype (else the PyTree itself). diffrax's
-    stage, error and interpolation code runs per leaf: on one leaf it traces and compiles once, not
-    once per leaf of a many-layer model. The error norm is the same RMS over all entries."""
+def _flat(y: PyTree) -> tuple[Array | PyTree, Callable[[Any], PyTree], Callable[[PyTree], Any]]:
+    """The solve's state as one vector, the map back to its PyTree and the map from a PyTree of its
+    structure (the vector field's value) to a vector, when it has at least `FLAT_MIN_LEAVES` leaves,
+    all arrays of one inexact dtype; else the PyTree itself and identities. diffrax's stage, error and
+    interpolation code runs per leaf: on one leaf it traces and compiles once, not once per leaf of a
+    many-layer model. The error norm is the same RMS over all entries."""
     leaves = jax.tree.leaves(y)
     dtypes = {jnp.result_type(x) for x in leaves}
     if len(leaves) < FLAT_MIN_LEAVES or len(dtypes) != 1 or not jnp.issubdtype(dtypes.pop(), jnp.inexact):
-        return y, lambda x: x
-    return jax.flatten_util.ravel_pytree(y)
+        return y, lambda x: x, lambda x: x
+    flat, to_tree = jax.flatten_util.ravel_pytree(y)
+    return flat, to_tree, lambda x: jax.flatten_util.ravel_pytree(x)[0]
 
 
 @eqx.filter_jit
@@ -152,7 +154,7 @@ def _piece(
     the step record is None, or with `rec` (static) (end time of each accepted step, inf-padded to
     `max_steps`; accepted count; rejected count).
     """
-    y0, tree = _flat(y0)
+    y0, tree, flat = _flat(y0)
     params = lambda y: dynamics.params(tree(y))
     subs = [
         diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: _observe(observer, t, params(y), args)),
@@ -186,7 +188,7 @@ def _piece(
             direction=[e.diffrax_direction for e in events],
         )
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: _flat(_vector_field(dynamics, t, tree(y), args))[0]),
+        diffrax.ODETerm(lambda t, y, args: flat(_vector_field(dynamics, t, tree(y), args))),
         solver,
         t0,
         t1,
